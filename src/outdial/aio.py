@@ -1,0 +1,250 @@
+"""The asyncio dialer: the twin of :class:`outdial.dialer.Dialer`.
+
+Same engine, same :class:`~outdial.dispatch.DialerCore`, same behaviour; calls
+are placed concurrently with ``asyncio`` and providers are
+:class:`~outdial.ports.AsyncCallProvider`. Repository work runs in a worker
+thread when the repository does blocking I/O (``repository.blocking``), so the
+event loop never stalls on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from outdial.dialer import RunSummary, _Base
+from outdial.dispatch import Claim, EventResult
+from outdial.errors import ProviderError, ProviderUnavailable
+from outdial.phone import mask_phone
+from outdial.ports import AsyncCallProvider, CallEvent
+
+__all__ = ["AsyncDialer"]
+
+T = TypeVar("T")
+
+
+class AsyncDialer(_Base):
+    """asyncio runner. ``provider`` is one :class:`AsyncCallProvider` or a mapping of them."""
+
+    def __init__(
+        self,
+        repository: Any,
+        provider: AsyncCallProvider | Mapping[str, AsyncCallProvider],
+        *,
+        max_concurrent_placements: int = 50,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(repository, provider, **kwargs)
+        self._placing = asyncio.Semaphore(max_concurrent_placements)
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        if getattr(self.repository, "blocking", False):
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    # -- one step ----------------------------------------------------------------------------------
+
+    async def tick(self) -> datetime | None:
+        now = self.clock.now()
+        await self._reconcile(now)
+        while True:
+            claims, plan = await self._db(self.core.dispatch, now)
+            if claims:
+                await asyncio.gather(*(self._place(c) for c in claims))
+            progressed = bool(claims or plan.transitions or plan.skips or plan.defers)
+            now2 = self.clock.now()
+            if progressed and plan.wake_at is not None and plan.wake_at <= now2:
+                now = now2
+                continue
+            return plan.wake_at
+
+    async def submit(self, event: CallEvent) -> EventResult:
+        """Apply a provider event (e.g. from a webhook) and wake the dialer."""
+        result = await self._db(self.core.apply_event, self.clock.now(), event)
+        self.events_applied += result.effect is not None
+        self._log_result(result, event)
+        self.wake()
+        return result
+
+    async def recover(self) -> int:
+        now = self.clock.now()
+        attempts = await self._db(self.core.unfinished, now, True)
+        for attempt in attempts:
+            await self._reconcile_one(now, attempt.id, attempt.provider, attempt.external_call_id)
+        self._recovered = True
+        return len(attempts)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    async def run_until_idle(
+        self, *, until: datetime | None = None, max_ticks: int | None = None
+    ) -> RunSummary:
+        started = self.clock.now()
+        placed0, applied0 = self.calls_placed, self.events_applied
+        ticks = 0
+        if not self._recovered:
+            await self.recover()
+        advance = getattr(self.clock, "advance_to", None)
+        while max_ticks is None or ticks < max_ticks:
+            ticks += 1
+            wake = await self.tick()
+            now = self.clock.now()
+            if await self._deliver_due(now):
+                continue
+            nxt = self._next_wake(wake)
+            if nxt is None or (until is not None and nxt > until):
+                break
+            if nxt > now:
+                if advance is not None:
+                    advance(nxt)
+                else:
+                    await self._sleep_until(nxt)
+        if until is not None and advance is not None and self.clock.now() < until:
+            advance(until)
+        return RunSummary(
+            started,
+            self.clock.now(),
+            self.calls_placed - placed0,
+            self.events_applied - applied0,
+            ticks,
+        )
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` (or cancellation). Event-driven: no polling interval."""
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self.log.info("dialer_started")
+        try:
+            await self.recover()
+            while not self._stopping:
+                self._wake.clear()
+                try:
+                    wake = await self.tick()
+                    now = self.clock.now()
+                    if await self._deliver_due(now):
+                        continue
+                    nxt = self._next_wake(wake)
+                except Exception:
+                    self.log.exception("tick_failed")
+                    nxt = self.clock.now() + timedelta(seconds=1)
+                if self._next_reconcile is not None:
+                    nxt = self._next_reconcile if nxt is None else min(nxt, self._next_reconcile)
+                if self._stopping:
+                    break
+                await self._sleep_until(nxt)
+        finally:
+            self.log.info("dialer_stopped")
+
+    def start(self) -> asyncio.Task[None]:
+        """Start :meth:`run` as a task on the running loop."""
+        if self._task is not None and not self._task.done():
+            raise RuntimeError("dialer already started")
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="outdial-dialer")
+        return self._task
+
+    async def stop(self) -> None:
+        """Stop after the current step; calls in flight finish and are recorded later."""
+        self._stopping = True
+        self.wake()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def __aenter__(self) -> AsyncDialer:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _sleep_until(self, when: datetime | None) -> None:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        timeout = None if when is None else max(0.0, (when - self.clock.now()).total_seconds())
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        self._wake.clear()
+
+    # -- I/O -----------------------------------------------------------------------------------------
+
+    async def _deliver_due(self, now: datetime) -> int:
+        n = 0
+        for source in self._event_sources():
+            for event in source.due_events(now):
+                result = await self._db(self.core.apply_event, now, event)
+                self.events_applied += result.effect is not None
+                self._log_result(result, event)
+                n += 1
+        return n
+
+    async def _place(self, claim: Claim) -> None:
+        provider = self.provider_for(claim.provider)
+        async with self._placing:
+            try:
+                placed = await provider.place_call(claim.request)
+            except ProviderError as exc:
+                await self._dial_failed(claim, exc)
+                return
+            except Exception as exc:
+                self.log.exception("place_call_crashed", attempt=claim.attempt.id)
+                await self._dial_failed(claim, ProviderUnavailable(repr(exc), placed=None))
+                return
+        self.calls_placed += 1
+        await self._db(self.core.record_placed, self.clock.now(), claim, placed)
+        self.log.debug(
+            "call_placed", attempt=claim.attempt.id, to=mask_phone(claim.request.to)
+        )
+
+    async def _dial_failed(self, claim: Claim, exc: ProviderError) -> None:
+        decision = await self._db(self.core.record_dial_error, self.clock.now(), claim, exc)
+        self.log.warning(
+            "place_call_failed",
+            attempt=claim.attempt.id,
+            to=mask_phone(claim.request.to),
+            error=str(exc),
+            retryable=exc.retryable,
+            placed=exc.placed,
+        )
+        if decision.recheck_at is not None:
+            self._recheck[claim.attempt.id] = decision.recheck_at
+
+    async def _reconcile(self, now: datetime) -> None:
+        due = [aid for aid, t in self._recheck.items() if t <= now]
+        periodic = self._next_reconcile is None or self._next_reconcile <= now
+        if not due and not periodic:
+            return
+        for aid in due:
+            self._recheck.pop(aid, None)
+        targets: dict[str, tuple[str | None, str | None]] = {}
+        if periodic:
+            self._next_reconcile = now + self.reconcile_interval
+            for a in await self._db(self.core.unfinished, now):
+                targets[a.id] = (a.provider, a.external_call_id)
+        for aid in due:
+            targets.setdefault(aid, (None, None))
+        for aid, (name, external) in targets.items():
+            await self._reconcile_one(now, aid, name, external)
+
+    async def _reconcile_one(
+        self, now: datetime, attempt_id: str, provider_name: str | None, external: str | None
+    ) -> None:
+        provider = self.provider_for(provider_name)
+        view: CallEvent | None | ProviderError
+        try:
+            view = await provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
+        except ProviderError as exc:
+            view = exc
+        decision = await self._db(self.core.record_reconcile, now, attempt_id, view)
+        if decision.recheck_at is not None:
+            self._recheck[attempt_id] = decision.recheck_at

@@ -1,0 +1,435 @@
+"""The synchronous dialer: drives the engine through the ports.
+
+:class:`Dialer` is thin: every decision is the engine's, every rule about
+storage is :class:`~outdial.dispatch.DialerCore`'s. What it adds is I/O:
+reading the clock, placing calls, reconciling with providers, logging with
+structlog, and waiting.
+
+Two ways to run it:
+
+- :meth:`Dialer.run_until_idle` runs until nothing is left to do. With a
+  :class:`~outdial.simulation.VirtualClock` it never sleeps: it jumps the clock
+  to the next instant something happens (a call ends, a retry is due, a window
+  opens), so a whole campaign runs in milliseconds.
+- :meth:`Dialer.start` / :meth:`Dialer.stop` run it in a background thread for
+  a service. It is event-driven: :meth:`Dialer.submit` (a webhook) or
+  :meth:`Dialer.wake` wakes it at once, so a call that ends frees its slot and
+  the next call is placed with no polling interval.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+import structlog
+
+from outdial.dispatch import Claim, DialerCore, EventResult
+from outdial.engine import Effect, Engine
+from outdial.errors import ProviderError, ProviderUnavailable
+from outdial.phone import mask_phone
+from outdial.ports import (
+    CallEvent,
+    CallProvider,
+    Clock,
+    EventSink,
+    EventSource,
+    Repository,
+    SystemClock,
+)
+from outdial.retry import RandomSource
+
+__all__ = ["Dialer", "RunSummary"]
+
+
+@attrs.frozen
+class RunSummary:
+    """What :meth:`Dialer.run_until_idle` did."""
+
+    started_at: datetime
+    finished_at: datetime
+    calls_placed: int
+    events_applied: int
+    ticks: int
+
+    @property
+    def virtual_duration(self) -> timedelta:
+        return self.finished_at - self.started_at
+
+
+class _Base:
+    """What the sync and async runners share (no I/O here)."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        provider: Any,
+        *,
+        clock: Clock | None = None,
+        engine: Engine | None = None,
+        events: EventSink | None = None,
+        rng: RandomSource | None = None,
+        worker_id: str | None = None,
+        new_id: Callable[[], str] | None = None,
+        reconcile_interval: timedelta = timedelta(seconds=60),
+        logger: Any = None,
+    ) -> None:
+        self.repository = repository
+        self.clock: Clock = clock or SystemClock()
+        self.core = DialerCore(
+            repository, engine, events=events, worker_id=worker_id, rng=rng, new_id=new_id
+        )
+        self._providers: Mapping[str, Any] | None = None
+        self._provider: Any = None
+        if isinstance(provider, Mapping):
+            self._providers = dict(provider)
+        else:
+            self._provider = provider
+        self.reconcile_interval = reconcile_interval
+        self.log = logger or structlog.get_logger("outdial.dialer").bind(
+            worker=self.core.worker_id
+        )
+        self.calls_placed = 0
+        self.events_applied = 0
+        self._recheck: dict[str, datetime] = {}
+        self._next_reconcile: datetime | None = None
+        self._recovered = False
+        self._sources: list[EventSource] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self.core.engine
+
+    @property
+    def worker_id(self) -> str:
+        return self.core.worker_id
+
+    def provider_for(self, name: str | None) -> Any:
+        if self._providers is None:
+            return self._provider
+        if name is not None and name in self._providers:
+            return self._providers[name]
+        if len(self._providers) == 1:
+            return next(iter(self._providers.values()))
+        raise ProviderError(f"no provider configured for {name!r}", provider=name or "")
+
+    def _event_sources(self) -> list[EventSource]:
+        if self._sources is None:
+            candidates = (
+                list(self._providers.values()) if self._providers is not None else [self._provider]
+            )
+            self._sources = [p for p in candidates if isinstance(p, EventSource)]
+        return self._sources
+
+    def _tick_due(self, now: datetime, wake: datetime | None) -> bool:
+        """Whether the engine must look again at ``now`` (its wake time or a recheck)."""
+        if wake is not None and wake <= now:
+            return True
+        if self._next_reconcile is not None and self._next_reconcile <= now:
+            return True
+        return any(t <= now for t in self._recheck.values())
+
+    def _next_wake(self, wake: datetime | None) -> datetime | None:
+        times = [wake] if wake is not None else []
+        for source in self._event_sources():
+            t = source.next_event_at()
+            if t is not None:
+                times.append(t)
+        times.extend(self._recheck.values())
+        return min(times) if times else None
+
+    def _log_result(self, result: EventResult, event: CallEvent) -> None:
+        if result.effect is None:
+            self.log.warning(
+                "event_for_unknown_call",
+                provider=event.provider,
+                external_call_id=event.external_call_id,
+            )
+        elif result.effect in (Effect.DUPLICATE, Effect.STALE, Effect.LATE):
+            self.log.debug(
+                "event_ignored", effect=str(result.effect), attempt=result.attempt_id,
+                reason=result.reason,
+            )
+
+
+class Dialer(_Base):
+    """Synchronous runner. ``provider`` is one :class:`CallProvider` or a mapping
+    from provider name (``campaign.agent.provider``) to provider."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        provider: CallProvider | Mapping[str, CallProvider],
+        *,
+        placement_threads: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(repository, provider, **kwargs)
+        self.placement_threads = placement_threads
+        self._pool = (
+            ThreadPoolExecutor(placement_threads, thread_name_prefix="outdial-place")
+            if placement_threads
+            else None
+        )
+        self._cond = threading.Condition()
+        self._woken = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def tick(self) -> datetime | None:
+        """Reconcile what is due, then dispatch until nothing more can start now.
+
+        Returns the instant the engine next needs to look (None: only on events).
+        """
+        now = self.clock.now()
+        self._reconcile(now)
+        while True:
+            claims, plan = self.core.dispatch(now)
+            for t in plan.transitions:
+                self.log.info("campaign_transition", campaign=t.campaign_id, action=str(t.action))
+            if claims:
+                self._place_all(claims)
+            progressed = bool(claims or plan.transitions or plan.skips or plan.defers)
+            now2 = self.clock.now()
+            if progressed and plan.wake_at is not None and plan.wake_at <= now2:
+                now = now2
+                continue
+            return plan.wake_at
+
+    def submit(self, event: CallEvent) -> EventResult:
+        """Apply a provider event (e.g. from a webhook) and wake the dialer."""
+        result = self.core.apply_event(self.clock.now(), event)
+        self.events_applied += result.effect is not None
+        self._log_result(result, event)
+        self.wake()
+        return result
+
+    def recover(self) -> int:
+        """Reconcile this worker's unfinished attempts (after a restart) and any stale
+        ones; returns how many were looked at."""
+        now = self.clock.now()
+        attempts = self.core.unfinished(now, own_only=True)
+        for attempt in attempts:
+            self._reconcile_one(now, attempt.id, attempt.provider, attempt.external_call_id)
+        self._recovered = True
+        return len(attempts)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def run_until_idle(
+        self, *, until: datetime | None = None, max_ticks: int | None = None
+    ) -> RunSummary:
+        """Run until nothing is left to do (or ``until``).
+
+        With a clock that has ``advance_to`` (a virtual clock) the clock jumps to
+        the next instant anything happens; with the real clock it sleeps until then.
+        """
+        started = self.clock.now()
+        placed0, applied0 = self.calls_placed, self.events_applied
+        if not self._recovered:
+            self.recover()
+        advance = getattr(self.clock, "advance_to", None)
+        wake = self.tick()
+        ticks = 1
+        while max_ticks is None or ticks < max_ticks:
+            now = self.clock.now()
+            delivered, freed = self._deliver_due(now)
+            if freed or self._tick_due(now, wake):
+                # a call ended (its slot is free) or something is due: look again now
+                wake = self.tick()
+                ticks += 1
+                continue
+            if delivered:
+                continue
+            nxt = self._next_wake(wake)
+            if nxt is None or (until is not None and nxt > until):
+                break
+            if nxt > now:
+                if advance is not None:
+                    advance(nxt)
+                else:
+                    with self._cond:
+                        self._cond.wait_for(
+                            lambda: self._woken,
+                            timeout=(nxt - now).total_seconds(),
+                        )
+                        if self._woken:
+                            wake = now  # woken by an event: look at once
+                        self._woken = False
+        if until is not None and advance is not None and self.clock.now() < until:
+            advance(until)
+        return RunSummary(
+            started,
+            self.clock.now(),
+            self.calls_placed - placed0,
+            self.events_applied - applied0,
+            ticks,
+        )
+
+    def wake(self) -> None:
+        """Make a waiting dialer look again at once."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        """Run in a background thread until :meth:`stop`."""
+        if self._thread is not None:
+            raise RuntimeError("dialer already started")
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="outdial-dialer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop the background thread; calls in flight finish and are recorded later."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = (
+                ThreadPoolExecutor(self.placement_threads, thread_name_prefix="outdial-place")
+                if self.placement_threads
+                else None
+            )
+
+    def __enter__(self) -> Dialer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        self.log.info("dialer_started")
+        try:
+            self.recover()
+        except Exception:  # pragma: no cover - logged, the loop goes on
+            self.log.exception("recover_failed")
+        while True:
+            with self._cond:
+                if self._stopping:
+                    break
+                self._woken = False
+            try:
+                wake = self.tick()
+                now = self.clock.now()
+                delivered, _freed = self._deliver_due(now)
+                if delivered:
+                    continue
+                nxt = self._next_wake(wake)
+            except Exception:
+                self.log.exception("tick_failed")
+                nxt = self.clock.now() + timedelta(seconds=1)
+            if self._next_reconcile is not None:
+                nxt = self._next_reconcile if nxt is None else min(nxt, self._next_reconcile)
+            timeout = None if nxt is None else max(0.0, (nxt - self.clock.now()).total_seconds())
+            with self._cond:
+                if self._stopping:
+                    break
+                if not self._woken:
+                    self._cond.wait(timeout)
+        self.log.info("dialer_stopped")
+
+    # -- I/O ---------------------------------------------------------------------------------------
+
+    def _deliver_due(self, now: datetime) -> tuple[int, int]:
+        n = freed = 0
+        for source in self._event_sources():
+            for event in source.due_events(now):
+                result = self.core.apply_event(now, event)
+                self.events_applied += result.effect is not None
+                freed += result.freed
+                self._log_result(result, event)
+                n += 1
+        return n, freed
+
+    def _place_all(self, claims: list[Claim]) -> None:
+        if self._pool is None or len(claims) == 1:
+            for claim in claims:
+                self._place(claim)
+        else:
+            list(self._pool.map(self._place, claims))
+
+    def _place(self, claim: Claim) -> None:
+        provider = self.provider_for(claim.provider)
+        try:
+            placed = provider.place_call(claim.request)
+        except ProviderError as exc:
+            self._dial_failed(claim, exc)
+            return
+        except Exception as exc:  # a bug or transport error: the fate is unknown
+            self.log.exception("place_call_crashed", attempt=claim.attempt.id)
+            self._dial_failed(claim, ProviderUnavailable(repr(exc), placed=None))
+            return
+        self.calls_placed += 1
+        self.core.record_placed(self.clock.now(), claim, placed)
+        self.log.debug(
+            "call_placed",
+            attempt=claim.attempt.id,
+            to=mask_phone(claim.request.to),
+            provider=placed.provider,
+        )
+
+    def _dial_failed(self, claim: Claim, exc: ProviderError) -> None:
+        now = self.clock.now()
+        decision = self.core.record_dial_error(now, claim, exc)
+        self.log.warning(
+            "place_call_failed",
+            attempt=claim.attempt.id,
+            to=mask_phone(claim.request.to),
+            error=str(exc),
+            retryable=exc.retryable,
+            placed=exc.placed,
+        )
+        if decision.recheck_at is not None:
+            self._recheck[claim.attempt.id] = decision.recheck_at
+
+    def _reconcile(self, now: datetime) -> None:
+        due = [aid for aid, t in self._recheck.items() if t <= now]
+        periodic = self._next_reconcile is None or self._next_reconcile <= now
+        if not due and not periodic:
+            return
+        for aid in due:
+            self._recheck.pop(aid, None)
+        if periodic:
+            self._next_reconcile = now + self.reconcile_interval
+            attempts = self.core.unfinished(now)
+            targets = {a.id: a for a in attempts}
+        else:
+            targets = {}
+        for aid in due:
+            if aid not in targets:
+                targets[aid] = None  # type: ignore[assignment]
+        for aid, attempt in targets.items():
+            provider_name = attempt.provider if attempt is not None else None
+            external = attempt.external_call_id if attempt is not None else None
+            self._reconcile_one(now, aid, provider_name, external)
+
+    def _reconcile_one(
+        self, now: datetime, attempt_id: str, provider_name: str | None, external: str | None
+    ) -> None:
+        provider = self.provider_for(provider_name)
+        view: CallEvent | None | ProviderError
+        try:
+            view = provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
+        except ProviderError as exc:
+            view = exc
+        decision = self.core.record_reconcile(now, attempt_id, view)
+        self.log.info(
+            "attempt_reconciled",
+            attempt=attempt_id,
+            effect=str(decision.effect),
+            reason=decision.reason,
+        )
+        if decision.recheck_at is not None:
+            self._recheck[attempt_id] = decision.recheck_at

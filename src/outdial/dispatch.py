@@ -1,0 +1,431 @@
+"""The application layer between the engine and the ports.
+
+:class:`DialerCore` runs one engine step inside one repository transaction:
+load the facts, ask the engine, store the decisions, and only after the commit
+emit events. The sync :class:`~outdial.dialer.Dialer`, the asyncio
+:class:`~outdial.aio.AsyncDialer` and :class:`~outdial.service.CampaignService`
+all go through it, so each rule lives in one place. Provider I/O never
+happens inside a transaction: claims are committed (the attempt is recorded)
+before any provider is asked to dial, which is what makes dialling
+at-most-once across crashes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+from outdial.campaign import Campaign, CampaignAction, CampaignStatus
+from outdial.engine import (
+    CampaignSnapshot,
+    Effect,
+    Engine,
+    Plan,
+    ResultDecision,
+    Snapshot,
+)
+from outdial.errors import NotFound, ProviderError
+from outdial.events import (
+    CallEnded,
+    CallPlaced,
+    CampaignStatusChanged,
+    DomainEvent,
+    ProgressUpdated,
+    RecipientSkipped,
+    RetryScheduled,
+)
+from outdial.phone import mask_phone
+from outdial.ports import (
+    CallEvent,
+    DialRequest,
+    EventSink,
+    PlacedCall,
+    Repository,
+    UnitOfWork,
+)
+from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
+from outdial.retry import RandomSource
+from outdial.templates import render
+
+__all__ = ["Claim", "DialerCore", "EventResult", "build_dial_request"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@attrs.frozen
+class Claim:
+    """A committed claim: the attempt is recorded; the call may now be placed."""
+
+    attempt: Attempt
+    request: DialRequest
+    provider: str | None
+
+
+@attrs.frozen
+class EventResult:
+    """What applying one provider event did."""
+
+    effect: Effect | None  # None: no attempt matches the event
+    attempt_id: str | None = None
+    recipient_status: RecipientStatus | None = None
+    reason: str | None = None
+    freed: bool = False  # the attempt ended: its slot is free for the next call
+
+
+def build_dial_request(campaign: Campaign, recipient: Recipient, attempt: Attempt) -> DialRequest:
+    """The provider request for one attempt, with the recipient's variables rendered."""
+    variables = dict(campaign.prompt_variables)
+    variables.update(recipient.template_variables())
+    agent = campaign.agent
+    return DialRequest(
+        attempt_id=attempt.id,
+        campaign_id=campaign.id,
+        workspace_id=campaign.workspace_id,
+        recipient_id=recipient.id,
+        to=recipient.phone,
+        agent=agent,
+        attempt_number=attempt.number,
+        caller_id=agent.phone_number,
+        variables=variables,
+        prompt=render(agent.prompt_template, variables) if agent.prompt_template else None,
+        greeting=render(agent.greeting_template, variables) if agent.greeting_template else None,
+        test_call=attempt.test_call,
+    )
+
+
+class DialerCore:
+    """Engine steps as repository transactions. Shared by runners and the service."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        engine: Engine | None = None,
+        *,
+        events: EventSink | None = None,
+        worker_id: str | None = None,
+        rng: RandomSource | None = None,
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
+        self.repository = repository
+        self.engine = engine or Engine()
+        self.events = events
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
+        self.rng = rng
+        self.new_id = new_id or (lambda: uuid.uuid4().hex)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def dispatch(self, now: datetime) -> tuple[list[Claim], Plan]:
+        """One dispatch round: plan at ``now`` and commit the claims."""
+        out: list[DomainEvent] = []
+        with self.repository.transaction(dispatch_lock=True) as uow:
+            snapshot = self.load_snapshot(uow, now)
+            plan = self.engine.plan(now, snapshot)
+            claims = self.apply_plan(uow, plan, now, out)
+        self._emit(out)
+        return claims, plan
+
+    def load_snapshot(self, uow: UnitOfWork, now: datetime) -> Snapshot:
+        engine = self.engine
+        in_flight = uow.in_flight()
+        shots: list[CampaignSnapshot] = []
+        for c in uow.dispatchable_campaigns():
+            dialing = (
+                c.status is CampaignStatus.ACTIVE
+                and c.counters.remaining > 0
+                and (c.expires_at is None or c.expires_at > now)
+            )
+            if not dialing:
+                shots.append(CampaignSnapshot(c))
+                continue
+            stats = uow.dial_stats(c.id, now, engine.day_start(c, now))
+            capacity, _ = engine.campaign_capacity(
+                c, in_flight.by_campaign.get(c.id, 0), stats, now
+            )
+            want = engine.candidates_wanted(c, capacity)
+            candidates = uow.due_recipients(c.id, now, want) if want else []
+            retried = [r.id for r in candidates if r.attempts > 0]
+            starts = uow.attempt_starts(retried, _EPOCH) if retried else {}
+            suppressed = (
+                uow.suppressed(c.workspace_id, [r.phone for r in candidates]) if candidates else set()
+            )
+            shots.append(
+                CampaignSnapshot(
+                    campaign=c,
+                    dial_stats=stats,
+                    candidates=tuple(candidates),
+                    candidates_truncated=bool(want) and len(candidates) >= want,
+                    attempt_starts=starts,
+                    suppressed=frozenset(suppressed),
+                    next_due_at=uow.next_due_at(c.id, now),
+                )
+            )
+        return Snapshot(tuple(shots), in_flight)
+
+    def apply_plan(
+        self, uow: UnitOfWork, plan: Plan, now: datetime, out: list[DomainEvent]
+    ) -> list[Claim]:
+        for t in plan.transitions:
+            self.transition(uow, t.campaign_id, t.action, now, out, reason=t.reason)
+        for skip in plan.skips:
+            r = skip.recipient
+            uow.save_recipient(
+                r.moved_to(RecipientStatus.SKIPPED, error=skip.reason, updated_at=now), r
+            )
+            out.append(RecipientSkipped(r.campaign_id, r.workspace_id, r.id, skip.reason, now))
+        for defer in plan.defers:
+            r = defer.recipient
+            uow.save_recipient(attrs.evolve(r, next_attempt_at=defer.until, updated_at=now), r)
+        claims: list[Claim] = []
+        campaigns: dict[str, Campaign] = {}
+        for dial in plan.dials:
+            campaign = campaigns.get(dial.campaign_id)
+            if campaign is None:
+                campaign = campaigns[dial.campaign_id] = uow.get_campaign(dial.campaign_id)
+            r = dial.recipient
+            attempt = Attempt(
+                id=self.new_id(),
+                campaign_id=campaign.id,
+                recipient_id=r.id,
+                workspace_id=campaign.workspace_id,
+                number=dial.attempt_number,
+                phone=r.phone,
+                created_at=now,
+                provider=campaign.agent.provider,
+                worker_id=self.worker_id,
+            )
+            uow.add_attempt(attempt)
+            queued = r.moved_to(
+                RecipientStatus.QUEUED,
+                attempts=dial.attempt_number,
+                last_attempt_at=now,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            uow.save_recipient(queued, r)
+            claims.append(
+                Claim(attempt, build_dial_request(campaign, queued, attempt), attempt.provider)
+            )
+        if plan.skips or plan.dials:
+            for cid in {s.recipient.campaign_id for s in plan.skips} | {
+                d.campaign_id for d in plan.dials
+            }:
+                self._progress(uow, cid, now, out)
+        return claims
+
+    def transition(
+        self,
+        uow: UnitOfWork,
+        campaign_id: str,
+        action: CampaignAction,
+        now: datetime,
+        out: list[DomainEvent],
+        *,
+        reason: str | None = None,
+        workspace_id: str | None = None,
+    ) -> Campaign:
+        """Move a campaign through the state machine; terminate/expire skip pending."""
+        campaign = uow.get_campaign(campaign_id, workspace_id)
+        new = campaign.apply(action, now, reason)
+        stored = uow.save_campaign(new)
+        out.append(
+            CampaignStatusChanged(
+                campaign.id, campaign.workspace_id, campaign.status, new.status, now, reason
+            )
+        )
+        if action in (CampaignAction.TERMINATE, CampaignAction.EXPIRE):
+            why = "campaign expired" if action is CampaignAction.EXPIRE else "campaign terminated"
+            if uow.skip_pending(campaign.id, why, now):
+                stored = uow.get_campaign(campaign.id)
+                out.append(ProgressUpdated(stored.id, stored.workspace_id, stored.counters, now))
+        return stored
+
+    # -- results -------------------------------------------------------------------------------
+
+    def record_placed(self, now: datetime, claim: Claim, placed: PlacedCall) -> None:
+        out: list[DomainEvent] = []
+        with self.repository.transaction() as uow:
+            attempt = uow.get_attempt(claim.attempt.id)
+            if attempt is None:
+                return
+            recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
+            decision = self.engine.on_placed(now, attempt, recipient, placed)
+            self._store(uow, decision, recipient, now, out)
+            out.append(
+                CallPlaced(
+                    attempt.campaign_id,
+                    attempt.workspace_id,
+                    attempt.recipient_id,
+                    attempt.id,
+                    attempt.number,
+                    mask_phone(attempt.phone),
+                    placed.provider,
+                    now,
+                    attempt.test_call,
+                )
+            )
+        self._emit(out)
+
+    def record_dial_error(self, now: datetime, claim: Claim, error: ProviderError) -> ResultDecision:
+        out: list[DomainEvent] = []
+        with self.repository.transaction() as uow:
+            attempt = uow.get_attempt(claim.attempt.id)
+            if attempt is None:
+                return ResultDecision(Effect.DUPLICATE, reason="attempt not found")
+            campaign = uow.get_campaign(attempt.campaign_id)
+            recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
+            history = uow.attempts_for(attempt.recipient_id) if recipient is not None else []
+            decision = self.engine.on_dial_error(
+                now, campaign, attempt, recipient, error, history, self.rng
+            )
+            self._store(uow, decision, recipient, now, out)
+        self._emit(out)
+        return decision
+
+    def apply_event(self, now: datetime, event: CallEvent) -> EventResult:
+        """Apply a provider event (webhook, status fetch, simulator) exactly once."""
+        out: list[DomainEvent] = []
+        with self.repository.transaction() as uow:
+            attempt = self._find_attempt(uow, event)
+            if attempt is None:
+                return EventResult(None, reason="no attempt matches this call")
+            decision = self._decide_event(uow, now, attempt, event, out)
+        self._emit(out)
+        status = decision.recipient.status if decision.recipient is not None else None
+        freed = decision.attempt is not None and decision.attempt.status is AttemptStatus.ENDED
+        return EventResult(decision.effect, attempt.id, status, decision.reason, freed)
+
+    def _decide_event(
+        self,
+        uow: UnitOfWork,
+        now: datetime,
+        attempt: Attempt,
+        event: CallEvent,
+        out: list[DomainEvent],
+    ) -> ResultDecision:
+        campaign = uow.get_campaign(attempt.campaign_id)
+        recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
+        history: Sequence[Attempt] = (
+            uow.attempts_for(attempt.recipient_id) if recipient is not None and event.final else ()
+        )
+        decision = self.engine.on_event(
+            now, campaign, attempt, recipient, event, history, self.rng
+        )
+        self._store(uow, decision, recipient, now, out)
+        return decision
+
+    def unfinished(self, now: datetime, *, own_only: bool = False) -> list[Attempt]:
+        """Attempts to reconcile now: old enough (or this worker's own after a restart)."""
+        with self.repository.transaction() as uow:
+            attempts = uow.unfinished_attempts(started_before=now)
+        if own_only:
+            return [
+                a
+                for a in attempts
+                if a.worker_id == self.worker_id or self.engine.needs_reconcile(a, now)
+            ]
+        return [a for a in attempts if self.engine.needs_reconcile(a, now)]
+
+    def record_reconcile(
+        self, now: datetime, attempt_id: str, view: CallEvent | None | ProviderError
+    ) -> ResultDecision:
+        out: list[DomainEvent] = []
+        with self.repository.transaction() as uow:
+            attempt = uow.get_attempt(attempt_id)
+            if attempt is None:
+                return ResultDecision(Effect.DUPLICATE, reason="attempt not found")
+            campaign = uow.get_campaign(attempt.campaign_id)
+            recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
+            history = uow.attempts_for(attempt.recipient_id) if recipient is not None else []
+            # Taking over someone else's attempt bumps the fencing token, so the worker
+            # that lost it can no longer write it.
+            if attempt.worker_id != self.worker_id:
+                taken = attrs.evolve(
+                    attempt, worker_id=self.worker_id, claim_token=attempt.claim_token + 1
+                )
+                uow.save_attempt(taken)
+                attempt = taken
+            decision = self.engine.on_reconcile(
+                now, campaign, attempt, recipient, view, history, self.rng
+            )
+            self._store(uow, decision, recipient, now, out)
+        self._emit(out)
+        return decision
+
+    # -- storage ------------------------------------------------------------------------------
+
+    def _find_attempt(self, uow: UnitOfWork, event: CallEvent) -> Attempt | None:
+        attempt = uow.get_attempt(event.attempt_id) if event.attempt_id else None
+        if attempt is None and event.external_call_id:
+            attempt = uow.find_attempt(event.provider, event.external_call_id)
+        return attempt
+
+    def _store(
+        self,
+        uow: UnitOfWork,
+        decision: ResultDecision,
+        recipient: Recipient | None,
+        now: datetime,
+        out: list[DomainEvent],
+    ) -> None:
+        attempt = decision.attempt
+        if attempt is not None:
+            uow.save_attempt(attempt)  # StaleClaim if a newer claim owns it: nothing is stored
+        if decision.recipient is not None and recipient is not None:
+            uow.save_recipient(decision.recipient, recipient)
+        if decision.suppress_phone is not None and attempt is not None:
+            uow.suppress(attempt.workspace_id, decision.suppress_phone, "opted out", now)
+        if attempt is not None and attempt.status is AttemptStatus.ENDED:
+            new_status = (
+                decision.recipient.status
+                if decision.recipient is not None
+                else (recipient.status if recipient is not None else RecipientStatus.COMPLETED)
+            )
+            out.append(
+                CallEnded(
+                    attempt.campaign_id,
+                    attempt.workspace_id,
+                    attempt.recipient_id,
+                    attempt.id,
+                    attempt.outcome,
+                    new_status,
+                    attempt.duration_seconds,
+                    now,
+                    attempt.error,
+                    attempt.test_call,
+                )
+            )
+            if decision.retry_at is not None:
+                out.append(
+                    RetryScheduled(
+                        attempt.campaign_id,
+                        attempt.workspace_id,
+                        attempt.recipient_id,
+                        decision.retry_at,
+                        decision.reason or "",
+                        now,
+                    )
+                )
+        if decision.recipient is not None and recipient is not None:
+            self._progress(uow, recipient.campaign_id, now, out)
+
+    def _progress(
+        self, uow: UnitOfWork, campaign_id: str, now: datetime, out: list[DomainEvent]
+    ) -> None:
+        if self.events is None:
+            return
+        try:
+            c = uow.get_campaign(campaign_id)
+        except NotFound:
+            return
+        out.append(ProgressUpdated(c.id, c.workspace_id, c.counters, now))
+
+    def _emit(self, out: list[Any]) -> None:
+        if self.events is None:
+            return
+        for event in out:
+            self.events.emit(event)

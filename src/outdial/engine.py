@@ -1,0 +1,790 @@
+"""The sans-IO dialer engine: facts in, decisions out.
+
+The engine never reads a clock, sleeps, logs, touches a socket or a file, or
+draws a random number it was not handed. Runners (:mod:`outdial.dialer`,
+:mod:`outdial.aio`) load a :class:`Snapshot` from the repository, ask
+:meth:`Engine.plan` what to do at ``now``, store the decisions and only then
+talk to providers; results come back through :meth:`Engine.on_event`,
+:meth:`Engine.on_placed`, :meth:`Engine.on_dial_error` and
+:meth:`Engine.on_reconcile`.
+
+What :meth:`Engine.plan` honours, together:
+
+- scheduled start and expiry (activate / expire decisions);
+- the campaign's business hours intersected with each recipient's permitted
+  local hours under the campaign's calling-rule set;
+- suppression (do-not-call) lists;
+- concurrency limits per campaign, per workspace and global;
+- calls-per-minute pacing and a minimum spacing between call starts;
+- a daily cap per campaign (campaign-local calendar day);
+- priority, then first-in-first-out order;
+- fair round-robin between workspaces and between the campaigns of a
+  workspace when a shared limit is the bottleneck (least recently served first);
+- rolling attempt caps (retry policy and calling rules);
+- automatic completion when nothing is left to dial.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime, time, timedelta
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import attrs
+
+from outdial._time import UTC
+from outdial.calendar import ALWAYS_OPEN, Calendar
+from outdial.campaign import Campaign, CampaignAction, CampaignStatus
+from outdial.compliance import RuleSet, get_rule_set
+from outdial.errors import NoPermittedWindow, ProviderAuthError, ProviderError
+from outdial.outcomes import CallOutcome
+from outdial.ports import CallEvent, CallStatus, DialStats, InFlightCounts, PlacedCall
+from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
+from outdial.retry import Final, RandomSource, RetryAt, RetryDecision, land_in_window
+
+__all__ = [
+    "CampaignSnapshot",
+    "CampaignTransition",
+    "Defer",
+    "Dial",
+    "Engine",
+    "EngineConfig",
+    "Plan",
+    "ResultDecision",
+    "Skip",
+    "Snapshot",
+]
+
+_MINUTE = timedelta(seconds=60)
+
+
+@attrs.frozen
+class EngineConfig:
+    """Limits and safety delays shared by every campaign a runner drives."""
+
+    global_limit: int | None = None  # calls in flight across everything
+    workspace_limits: Mapping[str, int] = attrs.field(
+        factory=lambda: MappingProxyType({}), converter=lambda m: MappingProxyType(dict(m))
+    )
+    default_workspace_limit: int | None = None
+    candidate_slack: int = 8  # extra due recipients looked at per campaign per round
+    #: a dial recorded but not confirmed for this long is reconciled with the provider
+    dial_confirm_timeout: timedelta = timedelta(minutes=2)
+    #: a placed call with no final event for this long is reconciled (lost webhook)
+    call_timeout: timedelta = timedelta(hours=2)
+    #: an attempt whose fate stays unknown this long is counted and retried
+    give_up_unknown_after: timedelta = timedelta(hours=6)
+    #: the earliest a call whose fate was unknown may be retried
+    unknown_fate_delay: timedelta = timedelta(minutes=15)
+    #: delay after a provider refused retryably without Retry-After (call not placed)
+    provider_retry_delay: timedelta = timedelta(seconds=30)
+    #: delay after the provider refused our credentials
+    auth_retry_delay: timedelta = timedelta(minutes=5)
+
+    def workspace_limit(self, workspace_id: str) -> int | None:
+        return self.workspace_limits.get(workspace_id, self.default_workspace_limit)
+
+
+# -- inputs ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CampaignSnapshot:
+    """What the engine is shown about one campaign at ``now``."""
+
+    campaign: Campaign
+    dial_stats: DialStats = DialStats()
+    candidates: tuple[Recipient, ...] = ()  # due pending recipients, in dial order
+    candidates_truncated: bool = False  # more due recipients may exist beyond these
+    attempt_starts: Mapping[str, Sequence[datetime]] = attrs.field(factory=dict)
+    suppressed: frozenset[str] = frozenset()
+    next_due_at: datetime | None = None  # earliest future due time among pending
+
+
+@attrs.frozen
+class Snapshot:
+    campaigns: tuple[CampaignSnapshot, ...]
+    in_flight: InFlightCounts = InFlightCounts()
+
+
+# -- decisions ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CampaignTransition:
+    campaign_id: str
+    action: CampaignAction
+    reason: str | None = None
+
+
+@attrs.frozen
+class Dial:
+    """Claim this recipient: record attempt ``attempt_number``, then place the call."""
+
+    campaign_id: str
+    recipient: Recipient
+    attempt_number: int
+
+
+@attrs.frozen
+class Skip:
+    recipient: Recipient
+    reason: str
+
+
+@attrs.frozen
+class Defer:
+    """Not now: the recipient is due again at ``until`` (its next permitted instant)."""
+
+    recipient: Recipient
+    until: datetime
+    reason: str
+
+
+@attrs.frozen
+class Plan:
+    transitions: tuple[CampaignTransition, ...] = ()
+    dials: tuple[Dial, ...] = ()
+    skips: tuple[Skip, ...] = ()
+    defers: tuple[Defer, ...] = ()
+    wake_at: datetime | None = None  # when the engine next needs to look (None: on events only)
+
+
+class Effect(str, enum.Enum):
+    """What a result did, for logs and callers."""
+
+    APPLIED = "applied"
+    PROGRESS = "progress"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+    LATE = "late"  # the recipient already moved on; the attempt is recorded
+    WAITING = "waiting"  # fate still unknown; look again later
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class ResultDecision:
+    """What to store after a call result. ``None`` fields mean 'unchanged'."""
+
+    effect: Effect
+    attempt: Attempt | None = None
+    recipient: Recipient | None = None
+    suppress_phone: str | None = None
+    retry_at: datetime | None = None
+    reason: str | None = None
+    recheck_at: datetime | None = None
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+class Engine:
+    """Pure decisions for dialing. Holds only caches of pure computations."""
+
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        rule_sets: Callable[[str], RuleSet] = get_rule_set,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self._rule_sets = rule_sets
+        self._calendars: dict[tuple[Any, ...], Calendar | NoPermittedWindow] = {}
+        self._campaign_calendars: dict[tuple[str, int], Calendar | None] = {}
+
+    # -- calendars -------------------------------------------------------------------------
+
+    def campaign_calendar(self, campaign: Campaign) -> Calendar | None:
+        """The campaign's own calling window (None: no restriction)."""
+        key = (campaign.id, hash(campaign.business_hours))
+        try:
+            return self._campaign_calendars[key]
+        except KeyError:
+            pass
+        hours = campaign.business_hours
+        cal: Calendar | None = hours if hours is not None and hours.enabled else None
+        if len(self._campaign_calendars) > 10_000:
+            self._campaign_calendars.clear()
+        self._campaign_calendars[key] = cal
+        return cal
+
+    def permitted_calendar(self, campaign: Campaign, recipient: Recipient) -> Calendar:
+        """Campaign hours intersected with the recipient's permitted local hours.
+
+        Raises :class:`NoPermittedWindow` when the calling rules leave no time.
+        """
+        own = self.campaign_calendar(campaign)
+        if campaign.rule_set is None:
+            return own if own is not None else ALWAYS_OPEN
+        # Rules depend on the number's country, area code and zones: numbers that share
+        # a long prefix and the same zones share them.
+        key = (
+            campaign.id,
+            hash(campaign.business_hours),
+            campaign.rule_set,
+            recipient.phone[:8],
+            recipient.time_zones,
+        )
+        found = self._calendars.get(key)
+        if found is None:
+            try:
+                rules = self._rule_sets(campaign.rule_set).calendar_for(recipient.phone)
+                found = rules if own is None else own.intersect(rules)
+            except NoPermittedWindow as exc:
+                found = exc
+            if len(self._calendars) > 200_000:
+                self._calendars.clear()
+            self._calendars[key] = found
+        if isinstance(found, NoPermittedWindow):
+            raise found
+        return found
+
+    def rule_caps_earliest(
+        self, campaign: Campaign, recipient: Recipient, starts: Sequence[datetime], now: datetime
+    ) -> datetime | None:
+        """Earliest instant the retry policy's and calling rules' caps allow another call."""
+        earliest = campaign.retry_policy.earliest_allowed(starts, now)
+        if campaign.rule_set is not None and starts:
+            for cap in self._rule_sets(campaign.rule_set).caps_for(recipient.phone):
+                at = cap.earliest_allowed(starts, now)
+                if at is not None and (earliest is None or at > earliest):
+                    earliest = at
+        return earliest
+
+    # -- capacity ----------------------------------------------------------------------------
+
+    def campaign_capacity(
+        self, campaign: Campaign, in_flight: int, stats: DialStats, now: datetime
+    ) -> tuple[int, datetime | None]:
+        """How many calls the campaign may start now, and when that may change.
+
+        Only concurrency, pacing, spacing and the daily cap are considered here;
+        shared (workspace/global) limits are applied by :meth:`plan`.
+        """
+        free = campaign.concurrency_limit - in_flight
+        if free <= 0:
+            return 0, None
+        wake: datetime | None = None
+        spacing = campaign.min_spacing
+        cpm = campaign.calls_per_minute
+        if cpm is not None and cpm < 1:
+            spacing = max(spacing, timedelta(seconds=60 / cpm))
+        if spacing > timedelta(0):
+            if stats.last_start_at is not None and stats.last_start_at + spacing > now:
+                return 0, stats.last_start_at + spacing
+            free = 1
+        if cpm is not None and cpm >= 1:
+            recent = [t for t in stats.starts_since_minute if t > now - _MINUTE]
+            allowed = int(cpm) - len(recent)
+            if allowed <= 0:
+                return 0, recent[len(recent) - int(cpm)] + _MINUTE if recent else None
+            free = min(free, allowed)
+        if campaign.daily_cap is not None:
+            left = campaign.daily_cap - stats.starts_today
+            if left <= 0:
+                return 0, self.next_day_start(campaign, now)
+            free = min(free, left)
+        return free, wake
+
+    @staticmethod
+    def day_start(campaign: Campaign, now: datetime) -> datetime:
+        """Start of the campaign-local calendar day containing ``now`` (for the daily cap)."""
+        zone = ZoneInfo(campaign.timezone)
+        local = now.astimezone(zone)
+        return _local_midnight(local.date(), zone)
+
+    @staticmethod
+    def next_day_start(campaign: Campaign, now: datetime) -> datetime:
+        zone = ZoneInfo(campaign.timezone)
+        local = now.astimezone(zone)
+        return _local_midnight(local.date() + timedelta(days=1), zone)
+
+    def candidates_wanted(self, campaign: Campaign, capacity: int) -> int:
+        """How many due recipients a runner should load for a campaign with ``capacity``."""
+        return capacity + self.config.candidate_slack if capacity > 0 else 0
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def plan(self, now: datetime, snapshot: Snapshot) -> Plan:
+        transitions: list[CampaignTransition] = []
+        wakes: list[datetime] = []
+        active: list[_CampaignCursor] = []
+        inflight = snapshot.in_flight
+        for cs in snapshot.campaigns:
+            c = cs.campaign
+            if c.deleted_at is not None or c.status.final:
+                continue
+            if c.expires_at is not None and c.expires_at <= now and c.can(CampaignAction.EXPIRE):
+                transitions.append(CampaignTransition(c.id, CampaignAction.EXPIRE, "expired"))
+                continue
+            if c.expires_at is not None and c.expires_at > now:
+                wakes.append(c.expires_at)
+            if c.status is CampaignStatus.SCHEDULED:
+                start = c.scheduled_start_at
+                if start is None or start <= now:
+                    transitions.append(
+                        CampaignTransition(c.id, CampaignAction.ACTIVATE, "scheduled start")
+                    )
+                    wakes.append(now)
+                else:
+                    wakes.append(start)
+                continue
+            if c.counters.remaining == 0:
+                transitions.append(
+                    CampaignTransition(c.id, CampaignAction.COMPLETE, "nothing left to dial")
+                )
+                continue
+            if c.status is not CampaignStatus.ACTIVE:
+                continue
+            if cs.next_due_at is not None:
+                wakes.append(max(cs.next_due_at, now))
+            capacity, cap_wake = self.campaign_capacity(
+                c, inflight.by_campaign.get(c.id, 0), cs.dial_stats, now
+            )
+            if cap_wake is not None:
+                wakes.append(cap_wake)
+            if capacity > 0 and cs.candidates:
+                active.append(_CampaignCursor(self, cs, capacity, now))
+
+        dials: list[Dial] = []
+        # Fair allocation: workspaces least recently served first, round-robin; inside a
+        # workspace, its campaigns round-robin the same way.
+        global_free = (
+            self.config.global_limit - inflight.total
+            if self.config.global_limit is not None
+            else None
+        )
+        by_ws: dict[str, deque[_CampaignCursor]] = {}
+        for cur in sorted(active, key=_served_key):
+            by_ws.setdefault(cur.campaign.workspace_id, deque()).append(cur)
+        ws_free: dict[str, int | None] = {}
+        for ws in by_ws:
+            limit = self.config.workspace_limit(ws)
+            ws_free[ws] = None if limit is None else limit - inflight.by_workspace.get(ws, 0)
+        order = deque(by_ws)
+        while order and (global_free is None or global_free > 0):
+            ws = order.popleft()
+            queue = by_ws[ws]
+            free = ws_free[ws]
+            if free is not None and free <= 0:
+                continue
+            cur = queue.popleft()
+            dial = cur.next_dial()
+            if dial is not None:
+                dials.append(dial)
+                if global_free is not None:
+                    global_free -= 1
+                if free is not None:
+                    ws_free[ws] = free - 1
+                if cur.capacity > 0:
+                    queue.append(cur)
+            if queue:
+                order.append(ws)
+
+        skips: list[Skip] = []
+        defers: list[Defer] = []
+        for cur in active:
+            skips.extend(cur.skips)
+            defers.extend(cur.defers)
+            if cur.exhausted and cur.snapshot.candidates_truncated and cur.capacity > 0:
+                wakes.append(now)  # more due recipients may be waiting behind these
+            wakes.extend(d.until for d in cur.defers)
+        wake_at = min(wakes) if wakes else None
+        if wake_at is not None and wake_at < now:
+            wake_at = now
+        return Plan(tuple(transitions), tuple(dials), tuple(skips), tuple(defers), wake_at)
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def on_placed(
+        self, now: datetime, attempt: Attempt, recipient: Recipient | None, placed: PlacedCall
+    ) -> ResultDecision:
+        """The provider accepted the call."""
+        if attempt.status is not AttemptStatus.DIALING:
+            # a webhook was faster than the API response: keep what it recorded
+            if attempt.external_call_id is None:
+                return ResultDecision(
+                    Effect.PROGRESS,
+                    attempt=attrs.evolve(
+                        attempt, external_call_id=placed.external_call_id, provider=placed.provider
+                    ),
+                )
+            return ResultDecision(Effect.DUPLICATE, reason="already confirmed")
+        new_attempt = attrs.evolve(
+            attempt,
+            status=AttemptStatus.PLACED,
+            provider=placed.provider,
+            external_call_id=placed.external_call_id,
+            placed_at=now,
+        )
+        new_recipient = None
+        if recipient is not None and recipient.status is RecipientStatus.QUEUED:
+            new_recipient = recipient.moved_to(
+                RecipientStatus.CALLING,
+                external_call_id=placed.external_call_id,
+                updated_at=now,
+            )
+        return ResultDecision(Effect.PROGRESS, attempt=new_attempt, recipient=new_recipient)
+
+    def on_dial_error(
+        self,
+        now: datetime,
+        campaign: Campaign,
+        attempt: Attempt,
+        recipient: Recipient | None,
+        error: ProviderError,
+        history: Sequence[Attempt],
+        rng: RandomSource | None = None,
+    ) -> ResultDecision:
+        """``place_call`` raised. Unknown fate waits for reconciliation; a certain refusal
+        ends the attempt (not counted when retryable: the call never happened)."""
+        text = str(error)[:500]
+        if error.placed is None or error.placed is True:
+            return ResultDecision(
+                Effect.WAITING,
+                attempt=attrs.evolve(attempt, error=text),
+                recheck_at=now + self.config.dial_confirm_timeout,
+                reason="provider did not say whether the call was placed",
+            )
+        if attempt.test_call or recipient is None:
+            ended = attrs.evolve(attempt, status=AttemptStatus.ENDED, ended_at=now, error=text)
+            return ResultDecision(Effect.APPLIED, attempt=ended, reason=text)
+        if error.retryable or isinstance(error, ProviderAuthError):
+            # not placed: give the recipient its attempt back and try again later
+            delay = error.retry_after or (
+                self.config.auth_retry_delay
+                if isinstance(error, ProviderAuthError)
+                else self.config.provider_retry_delay
+            )
+            ended = attrs.evolve(attempt, status=AttemptStatus.ENDED, ended_at=now, error=text)
+            decision = self._landed(
+                RetryAt(now + delay, delay, f"provider refused: {text}"), campaign, recipient
+            )
+            return self._retry_or_final(
+                now, campaign, ended, recipient, decision, None, counted=False, error=text
+            )
+        outcome = error.outcome if isinstance(error.outcome, CallOutcome) else CallOutcome.ERROR
+        ended = attrs.evolve(
+            attempt, status=AttemptStatus.ENDED, ended_at=now, outcome=outcome, error=text
+        )
+        starts = _counted_starts(history, include=attempt)
+        decision = campaign.retry_policy.decide(
+            outcome=outcome, attempts=starts, ended_at=now, retryable=False, rng=rng
+        )
+        return self._retry_or_final(now, campaign, ended, recipient, decision, outcome, error=text)
+
+    def on_event(
+        self,
+        now: datetime,
+        campaign: Campaign,
+        attempt: Attempt,
+        recipient: Recipient | None,
+        event: CallEvent,
+        history: Sequence[Attempt],
+        rng: RandomSource | None = None,
+    ) -> ResultDecision:
+        """Apply one provider event to its attempt, exactly once and only forwards."""
+        if attempt.status is AttemptStatus.ENDED:
+            return ResultDecision(Effect.DUPLICATE, reason="attempt already ended")
+        seq = event.sequence
+        if seq is not None and seq <= attempt.last_sequence:
+            return ResultDecision(Effect.STALE, reason=f"sequence {seq} already applied")
+        last_seq = attempt.last_sequence if seq is None else seq
+        if not event.final:
+            changes: dict[str, Any] = {"last_sequence": last_seq}
+            if attempt.status is AttemptStatus.DIALING:
+                changes.update(status=AttemptStatus.PLACED, placed_at=event.occurred_at or now)
+            if event.external_call_id and not attempt.external_call_id:
+                changes["external_call_id"] = event.external_call_id
+            if attempt.provider is None:
+                changes["provider"] = event.provider
+            if event.status is CallStatus.IN_PROGRESS and attempt.answered_at is None:
+                changes["answered_at"] = event.occurred_at or now
+            new_recipient = None
+            if (
+                recipient is not None
+                and not attempt.test_call
+                and recipient.status is RecipientStatus.QUEUED
+                and recipient.attempts == attempt.number
+            ):
+                new_recipient = recipient.moved_to(
+                    RecipientStatus.CALLING,
+                    external_call_id=changes.get("external_call_id", attempt.external_call_id),
+                    updated_at=now,
+                )
+            return ResultDecision(
+                Effect.PROGRESS, attempt=attrs.evolve(attempt, **changes), recipient=new_recipient
+            )
+
+        outcome = event.outcome or CallOutcome.ERROR
+        ended_at = event.occurred_at or now
+        if ended_at < attempt.created_at:
+            ended_at = attempt.created_at
+        ended = attrs.evolve(
+            attempt,
+            status=AttemptStatus.ENDED,
+            outcome=outcome,
+            ended_at=ended_at,
+            duration_seconds=event.duration_seconds,
+            error=event.error,
+            last_sequence=last_seq,
+            external_call_id=attempt.external_call_id or event.external_call_id,
+            provider=attempt.provider or event.provider,
+            placed_at=attempt.placed_at or attempt.created_at,
+        )
+        suppress = recipient.phone if recipient is not None else None
+        suppress = suppress if outcome is CallOutcome.OPTED_OUT else None
+        if attempt.test_call or recipient is None:
+            return ResultDecision(Effect.APPLIED, attempt=ended, suppress_phone=suppress)
+        if not recipient.status.in_flight or recipient.attempts != attempt.number:
+            return ResultDecision(
+                Effect.LATE,
+                attempt=ended,
+                suppress_phone=suppress,
+                reason="recipient already moved on",
+            )
+        starts = _counted_starts(history, include=attempt)
+        prev_delay = (
+            timedelta(seconds=recipient.last_retry_delay_seconds)
+            if recipient.last_retry_delay_seconds is not None
+            else None
+        )
+        decision: RetryDecision = campaign.retry_policy.decide(
+            outcome=outcome,
+            attempts=starts,
+            ended_at=max(ended_at, now) if ended_at > now else ended_at,
+            retryable=event.retryable,
+            retry_after=event.retry_after,
+            previous_delay=prev_delay,
+            rng=rng,
+        )
+        if outcome is CallOutcome.OPTED_OUT and isinstance(decision, RetryAt):
+            decision = Final(RecipientStatus.COMPLETED, outcome, "opted out")
+        decision = self._landed(decision, campaign, recipient)
+        result = self._retry_or_final(
+            now,
+            campaign,
+            ended,
+            recipient,
+            decision,
+            outcome,
+            duration=event.duration_seconds,
+            error=event.error,
+        )
+        return attrs.evolve(result, suppress_phone=suppress)
+
+    def on_reconcile(
+        self,
+        now: datetime,
+        campaign: Campaign,
+        attempt: Attempt,
+        recipient: Recipient | None,
+        view: CallEvent | None | ProviderError,
+        history: Sequence[Attempt],
+        rng: RandomSource | None = None,
+    ) -> ResultDecision:
+        """Decide an attempt whose fate was unknown, from what the provider says now.
+
+        ``view`` is the provider's event for the call, ``None`` when the provider
+        certainly has no such call, or the error raised when it cannot tell.
+        """
+        if attempt.status is AttemptStatus.ENDED:
+            return ResultDecision(Effect.DUPLICATE, reason="attempt already ended")
+        if isinstance(view, CallEvent):
+            return self.on_event(now, campaign, attempt, recipient, view, history, rng)
+        if view is None and attempt.status is AttemptStatus.DIALING:
+            ended = attrs.evolve(
+                attempt,
+                status=AttemptStatus.ENDED,
+                ended_at=now,
+                error="never placed (reconciled with the provider)",
+            )
+            if attempt.test_call or recipient is None:
+                return ResultDecision(Effect.APPLIED, attempt=ended)
+            decision = self._landed(RetryAt(now, timedelta(0), "never placed"), campaign, recipient)
+            return self._retry_or_final(
+                now, campaign, ended, recipient, decision, None, counted=False
+            )
+        # The provider cannot tell (or lost a call it had accepted): wait, then give up safely.
+        if now - attempt.created_at < self.config.give_up_unknown_after:
+            return ResultDecision(
+                Effect.WAITING,
+                recheck_at=now + self.config.dial_confirm_timeout,
+                reason="fate unknown; asking again later",
+            )
+        ended = attrs.evolve(
+            attempt,
+            status=AttemptStatus.ENDED,
+            ended_at=now,
+            outcome=CallOutcome.ERROR,
+            error="fate unknown; given up after reconciliation",
+        )
+        if attempt.test_call or recipient is None:
+            return ResultDecision(Effect.APPLIED, attempt=ended)
+        if not recipient.status.in_flight or recipient.attempts != attempt.number:
+            return ResultDecision(Effect.LATE, attempt=ended)
+        starts = _counted_starts(history, include=attempt)
+        decision = campaign.retry_policy.decide(
+            outcome=CallOutcome.ERROR, attempts=starts, ended_at=now, rng=rng
+        )
+        if isinstance(decision, RetryAt):
+            safe = now + self.config.unknown_fate_delay
+            if decision.at < safe:
+                decision = RetryAt(safe, safe - now, "fate unknown: retry after a safe delay")
+        decision = self._landed(decision, campaign, recipient)
+        return self._retry_or_final(
+            now, campaign, ended, recipient, decision, CallOutcome.ERROR, error=ended.error
+        )
+
+    def needs_reconcile(self, attempt: Attempt, now: datetime) -> bool:
+        """Whether an unfinished attempt is old enough to ask the provider about."""
+        if attempt.status is AttemptStatus.DIALING:
+            return now - attempt.created_at >= self.config.dial_confirm_timeout
+        if attempt.status is AttemptStatus.PLACED:
+            return now - attempt.created_at >= self.config.call_timeout
+        return False
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _landed(
+        self, decision: RetryDecision, campaign: Campaign, recipient: Recipient
+    ) -> RetryDecision:
+        if not isinstance(decision, RetryAt):
+            return decision
+        try:
+            calendar = self.permitted_calendar(campaign, recipient)
+        except NoPermittedWindow as exc:
+            return Final(RecipientStatus.SKIPPED, None, f"no permitted window: {exc.reason}")
+        return land_in_window(decision, calendar)
+
+    def _retry_or_final(
+        self,
+        now: datetime,
+        campaign: Campaign,
+        attempt: Attempt,
+        recipient: Recipient,
+        decision: RetryDecision,
+        outcome: CallOutcome | None,
+        *,
+        counted: bool = True,
+        duration: float | None = None,
+        error: str | None = None,
+    ) -> ResultDecision:
+        attempts = recipient.attempts if counted else max(0, recipient.attempts - 1)
+        common: dict[str, Any] = {
+            "attempts": attempts,
+            "updated_at": now,
+            "error": error,
+        }
+        if outcome is not None:
+            common["outcome"] = outcome
+        if duration is not None:
+            common["duration_seconds"] = duration
+        if isinstance(decision, RetryAt) and campaign.status.final:
+            decision = Final(RecipientStatus.SKIPPED, outcome, f"campaign {campaign.status.value}")
+        if isinstance(decision, RetryAt):
+            new = recipient.moved_to(
+                RecipientStatus.PENDING,
+                next_attempt_at=decision.at,
+                last_retry_delay_seconds=decision.delay.total_seconds(),
+                **common,
+            )
+            return ResultDecision(
+                Effect.APPLIED,
+                attempt=attempt,
+                recipient=new,
+                retry_at=decision.at,
+                reason=decision.reason,
+            )
+        status = decision.status
+        if status is RecipientStatus.PENDING:  # defensive: a final decision is final
+            status = RecipientStatus.FAILED
+        new = recipient.moved_to(status, next_attempt_at=None, **common)
+        return ResultDecision(Effect.APPLIED, attempt=attempt, recipient=new, reason=decision.reason)
+
+
+class _CampaignCursor:
+    """Walks one campaign's due candidates, producing dials, skips and defers."""
+
+    def __init__(self, engine: Engine, snapshot: CampaignSnapshot, capacity: int, now: datetime):
+        self.engine = engine
+        self.snapshot = snapshot
+        self.campaign = snapshot.campaign
+        self.capacity = capacity
+        self.now = now
+        self._iter: Iterator[Recipient] = iter(snapshot.candidates)
+        self.skips: list[Skip] = []
+        self.defers: list[Defer] = []
+        self.exhausted = False
+
+    @property
+    def last_served(self) -> datetime | None:
+        return self.snapshot.dial_stats.last_start_at
+
+    def next_dial(self) -> Dial | None:
+        if self.capacity <= 0:
+            return None
+        engine, campaign, now = self.engine, self.campaign, self.now
+        for recipient in self._iter:
+            if recipient.phone in self.snapshot.suppressed:
+                self.skips.append(Skip(recipient, "suppressed (do not call)"))
+                continue
+            try:
+                calendar = engine.permitted_calendar(campaign, recipient)
+            except NoPermittedWindow as exc:
+                self.skips.append(Skip(recipient, f"no permitted window: {exc.reason}"))
+                continue
+            if not calendar.is_open(now):
+                opens = calendar.next_open(now)
+                if opens is None:
+                    self.skips.append(Skip(recipient, "no permitted window: calendar never opens"))
+                else:
+                    self.defers.append(Defer(recipient, opens, "outside calling window"))
+                continue
+            starts = self.snapshot.attempt_starts.get(recipient.id, ())
+            if starts:
+                if recipient.attempts >= campaign.max_attempts:
+                    self.skips.append(Skip(recipient, "max attempts reached"))
+                    continue
+                earliest = engine.rule_caps_earliest(campaign, recipient, starts, now)
+                if earliest is not None and earliest > now:
+                    landed = calendar.next_open(earliest)
+                    if landed is None:
+                        self.skips.append(Skip(recipient, "no permitted window after caps"))
+                    else:
+                        self.defers.append(Defer(recipient, landed, "attempt cap reached"))
+                    continue
+            self.capacity -= 1
+            return Dial(campaign.id, recipient, recipient.attempts + 1)
+        self.exhausted = True
+        return None
+
+
+def _served_key(cursor: _CampaignCursor) -> tuple[int, datetime | None, str]:
+    last = cursor.last_served
+    return (0, None, cursor.campaign.id) if last is None else (1, last, cursor.campaign.id)
+
+
+def _counted_starts(history: Sequence[Attempt], include: Attempt) -> list[datetime]:
+    """Start instants of the attempts that count against the budget (test calls and
+    calls that were never placed do not)."""
+    starts = {
+        a.id: a.created_at
+        for a in history
+        if not a.test_call and not (a.status is AttemptStatus.ENDED and a.outcome is None)
+    }
+    starts[include.id] = include.created_at
+    return sorted(starts.values())
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of ``day`` in ``zone`` (UTC). A day that starts in a DST gap
+    (America/Santiago, America/Havana) starts when the clock jumps, which is
+    exactly what ``fold=0`` gives for the missing midnight."""
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)

@@ -1,0 +1,842 @@
+"""A seeded call provider that models how real calls end.
+
+:class:`SimulatedProvider` implements :class:`~outdial.ports.CallProvider`
+and :class:`~outdial.ports.EventSource`; :meth:`SimulatedProvider.as_async`
+gives an :class:`~outdial.ports.AsyncCallProvider` over the same state. It
+reads the time from the clock it is given (a
+:class:`~outdial.simulation.VirtualClock` in simulations) and produces the
+events a real provider's webhooks would carry.
+
+What happens to a call is set by a :class:`SimulationProfile`:
+
+* **Outcome mix.** ``answer_rate``, ``voicemail_rate``, ``busy_rate``,
+  ``failed_rate`` (the call ends with outcome ``error``), ``declined_rate``,
+  ``opted_out_rate`` and ``invalid_number_rate`` must add up to at most 1;
+  **the remainder is no_answer** (:attr:`SimulationProfile.no_answer_rate`).
+* **Sticky numbers.** ``invalid_number_rate`` is drawn once per number: an
+  invalid number is invalid on every attempt. ``reachability`` is the share of
+  the valid numbers that can be reached at all; the others never pick up and
+  end every attempt ``no_answer``. The other rates apply per attempt to the
+  reachable numbers, so with ``reachability=1`` first attempts end with exactly
+  the configured mix (in expectation).
+* **Timing.** Each outcome draws from its own :class:`Distribution` of seconds:
+  ``ring_seconds`` until a person picks up (answered, declined, opted out),
+  ``voicemail_after_seconds`` until voicemail picks up, ``no_answer_seconds``
+  of ringing before giving up, ``fail_seconds`` for busy / invalid / error,
+  then ``talk_seconds`` (answered, opted out) or ``voicemail_seconds``.
+  ``duration_seconds`` of the final event is that talk time, 0 for the rest.
+* **Provider faults.** ``provider_error_rate`` makes ``place_call`` raise
+  :class:`~outdial.errors.ProviderUnavailable` with ``placed=False`` (no call
+  exists); ``unknown_fate_rate`` makes it raise ``ProviderUnavailable`` with
+  ``placed=None``, as after a timeout: with probability
+  ``unknown_fate_placed_rate`` the call was placed anyway, runs its course and
+  sends its events, and ``fetch_call`` reports it; otherwise it does not exist
+  and ``fetch_call`` returns ``None``.
+* **Delivery.** With ``progress_events`` a call sends ``ringing`` (and
+  ``in_progress`` when picked up) before ``ended``; sequences number the events
+  of one call 0, 1, 2... in the order they happened. ``duplicate_rate`` delivers
+  the final event a second time (same ``event_id``) and ``reorder_rate``
+  delivers the last progress event after the final one, both
+  ``late_delivery_seconds`` after the end.
+
+Everything is deterministic: the outcome and timings of a call depend only on
+``(seed, number, attempt_number)`` (hashed with BLAKE2b, never Python's
+``hash()``), so the same seed gives the same run in any process, and a number
+keeps its fate whatever order the calls are placed in. Provider faults depend
+on ``(seed, number, attempt_number, n)`` where ``n`` counts the tries of that
+attempt, so a retried ``place_call`` can succeed.
+
+The simulator also keeps score: :attr:`~SimulatedProvider.calls_placed`,
+:attr:`~SimulatedProvider.max_concurrent` (calls in progress, observed at
+each ``place_call``), :attr:`~SimulatedProvider.overlapping_calls` (calls
+placed to a number that already had one in progress: a double dial) and a
+compact :meth:`~SimulatedProvider.call_log`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import struct
+import threading
+from bisect import bisect_right
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from hashlib import blake2b
+from typing import Any, Final, Protocol, runtime_checkable
+
+import attrs
+
+from outdial._time import require_aware
+from outdial.errors import ConfigurationError, ProviderRejected, ProviderUnavailable
+from outdial.outcomes import CallOutcome
+from outdial.ports import CallEvent, CallStatus, Clock, DialRequest, PlacedCall
+from outdial.retry import RandomSource
+
+__all__ = [
+    "AsyncSimulatedProvider",
+    "Constant",
+    "Distribution",
+    "LogNormal",
+    "SimulatedCall",
+    "SimulatedProvider",
+    "SimulationProfile",
+    "Uniform",
+]
+
+
+# -- distributions of seconds ----------------------------------------------------------
+
+
+@runtime_checkable
+class Distribution(Protocol):
+    """A distribution of non-negative durations in seconds.
+
+    ``sample`` must draw only from ``rng`` (anything with ``random()`` in
+    ``[0, 1)``, e.g. ``random.Random(seed)``), so samples are reproducible.
+    """
+
+    def sample(self, rng: RandomSource) -> float: ...
+
+
+def _number(where: str, value: object, *, positive: bool = False, allow_inf: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(where, value, "must be a number of seconds")
+    if not math.isfinite(value) and not (allow_inf and value == math.inf):
+        raise ConfigurationError(where, value, "must be finite")
+    if value < 0 or (positive and value == 0):
+        raise ConfigurationError(where, value, "must be positive" if positive else "must be >= 0")
+    return float(value)
+
+
+@attrs.frozen
+class Constant:
+    """Always ``value`` seconds."""
+
+    value: float
+
+    def __attrs_post_init__(self) -> None:
+        _number("Constant.value", self.value)
+
+    def sample(self, rng: RandomSource) -> float:
+        return self.value
+
+
+@attrs.frozen
+class Uniform:
+    """Uniformly between ``low`` and ``high`` seconds."""
+
+    low: float
+    high: float
+
+    def __attrs_post_init__(self) -> None:
+        _number("Uniform.low", self.low)
+        _number("Uniform.high", self.high)
+        if self.high < self.low:
+            raise ConfigurationError("Uniform.high", self.high, f"is below low ({self.low})")
+
+    def sample(self, rng: RandomSource) -> float:
+        return self.low + (self.high - self.low) * rng.random()
+
+
+@attrs.frozen
+class LogNormal:
+    """Log-normal seconds with the given ``median`` and shape ``sigma``, clipped
+    to ``[low, high]``. Talk times and ring times look like this: most short,
+    a long tail."""
+
+    median: float
+    sigma: float
+    low: float = 0.0
+    high: float = math.inf
+
+    def __attrs_post_init__(self) -> None:
+        _number("LogNormal.median", self.median, positive=True)
+        _number("LogNormal.sigma", self.sigma)
+        _number("LogNormal.low", self.low)
+        _number("LogNormal.high", self.high, allow_inf=True)
+        if self.high < self.low:
+            raise ConfigurationError("LogNormal.high", self.high, f"is below low ({self.low})")
+
+    def sample(self, rng: RandomSource) -> float:
+        # Box-Muller from two uniforms: only rng.random() is needed.
+        u1 = 1.0 - rng.random()  # (0, 1]
+        z = math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * rng.random())
+        value = self.median * math.exp(self.sigma * z)
+        return min(max(value, self.low), self.high)
+
+
+_TWO_PI: Final = 2.0 * math.pi
+
+
+# -- the profile --------------------------------------------------------------------------
+
+
+def _rate(instance: object, attribute: attrs.Attribute[float], value: object) -> None:
+    where = f"SimulationProfile.{attribute.name}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(where, value, "must be a number between 0 and 1")
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ConfigurationError(where, value, "must be between 0 and 1")
+
+
+def _distribution(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Distribution):
+        raise ConfigurationError(
+            f"SimulationProfile.{attribute.name}",
+            value,
+            "must be a distribution of seconds (Constant, Uniform, LogNormal...)",
+        )
+
+
+_OUTCOME_RATES: Final = (
+    ("answer_rate", CallOutcome.ANSWERED),
+    ("voicemail_rate", CallOutcome.VOICEMAIL),
+    ("busy_rate", CallOutcome.BUSY),
+    ("failed_rate", CallOutcome.ERROR),
+    ("declined_rate", CallOutcome.DECLINED),
+    ("opted_out_rate", CallOutcome.OPTED_OUT),
+    ("invalid_number_rate", CallOutcome.INVALID_NUMBER),
+)
+_RATE_SLACK: Final = 1e-9
+
+
+@attrs.frozen
+class SimulationProfile:
+    """How simulated calls behave. Rates are probabilities in ``[0, 1]``.
+
+    The outcome rates (``answer_rate`` ... ``invalid_number_rate``) must add
+    up to at most 1; the remainder ends ``no_answer``. See the module
+    docstring for how stickiness, timing, faults and delivery knobs work.
+    """
+
+    answer_rate: float = attrs.field(default=0.35, validator=_rate)
+    voicemail_rate: float = attrs.field(default=0.15, validator=_rate)
+    busy_rate: float = attrs.field(default=0.05, validator=_rate)
+    failed_rate: float = attrs.field(default=0.02, validator=_rate)
+    declined_rate: float = attrs.field(default=0.0, validator=_rate)
+    opted_out_rate: float = attrs.field(default=0.0, validator=_rate)
+    invalid_number_rate: float = attrs.field(default=0.02, validator=_rate)
+    reachability: float = attrs.field(default=1.0, validator=_rate)
+
+    ring_seconds: Distribution = attrs.field(
+        default=LogNormal(median=8.0, sigma=0.5, low=2.0, high=30.0), validator=_distribution
+    )
+    voicemail_after_seconds: Distribution = attrs.field(
+        default=Uniform(18.0, 30.0), validator=_distribution
+    )
+    no_answer_seconds: Distribution = attrs.field(
+        default=Uniform(25.0, 35.0), validator=_distribution
+    )
+    fail_seconds: Distribution = attrs.field(default=Uniform(1.0, 4.0), validator=_distribution)
+    talk_seconds: Distribution = attrs.field(
+        default=LogNormal(median=75.0, sigma=0.8, low=5.0, high=1800.0), validator=_distribution
+    )
+    voicemail_seconds: Distribution = attrs.field(
+        default=Uniform(10.0, 40.0), validator=_distribution
+    )
+    ringing_after_seconds: Distribution = attrs.field(
+        default=Constant(1.0), validator=_distribution
+    )
+
+    progress_events: bool = True
+    provider_error_rate: float = attrs.field(default=0.0, validator=_rate)
+    unknown_fate_rate: float = attrs.field(default=0.0, validator=_rate)
+    unknown_fate_placed_rate: float = attrs.field(default=0.5, validator=_rate)
+    duplicate_rate: float = attrs.field(default=0.0, validator=_rate)
+    reorder_rate: float = attrs.field(default=0.0, validator=_rate)
+    late_delivery_seconds: Distribution = attrs.field(
+        default=Uniform(1.0, 30.0), validator=_distribution
+    )
+
+    def __attrs_post_init__(self) -> None:
+        total = sum(getattr(self, name) for name, _ in _OUTCOME_RATES)
+        if total > 1.0 + _RATE_SLACK:
+            parts = " + ".join(f"{name} {getattr(self, name)}" for name, _ in _OUTCOME_RATES)
+            raise ConfigurationError(
+                "SimulationProfile", round(total, 9), f"outcome rates add up to over 1 ({parts})"
+            )
+        faults = self.provider_error_rate + self.unknown_fate_rate
+        if faults > 1.0 + _RATE_SLACK:
+            raise ConfigurationError(
+                "SimulationProfile.unknown_fate_rate",
+                self.unknown_fate_rate,
+                f"plus provider_error_rate ({self.provider_error_rate}) is over 1",
+            )
+        if self.reorder_rate > 0 and not self.progress_events:
+            raise ConfigurationError(
+                "SimulationProfile.reorder_rate",
+                self.reorder_rate,
+                "needs progress_events=True (only progress events can arrive out of order)",
+            )
+
+    @property
+    def no_answer_rate(self) -> float:
+        """The share of attempts that end ``no_answer`` (what the other outcome
+        rates leave), for a reachable number."""
+        taken = sum(float(getattr(self, name)) for name, _ in _OUTCOME_RATES)
+        return max(0.0, 1.0 - taken)
+
+
+# -- the call log ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class SimulatedCall:
+    """One call the simulator placed, as it really went (whatever was delivered)."""
+
+    attempt_id: str
+    external_call_id: str
+    number: str
+    attempt_number: int
+    placed_at: datetime
+    ended_at: datetime
+    outcome: CallOutcome
+    duration_seconds: float
+    answered_at: datetime | None = None
+    cancelled: bool = False
+    unknown_fate: bool = False
+
+
+# -- internals ---------------------------------------------------------------------------------
+
+_U53: Final = 2.0**-53
+_UNPACK8: Final = struct.Struct("<8Q").unpack
+_UNPACK2: Final = struct.Struct("<2Q").unpack
+
+
+class _HashStream:
+    """Uniform floats in [0, 1) from BLAKE2b in counter mode: stable across
+    processes and platforms, and ~10x cheaper to create than seeding a
+    ``random.Random`` (which matters at 100,000 calls)."""
+
+    __slots__ = ("_block", "_i", "_key", "_words")
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._block = 0
+        self._words: tuple[int, ...] = _UNPACK8(blake2b(key, digest_size=64).digest())
+        self._i = 0
+
+    def random(self) -> float:
+        i = self._i
+        if i == 8:
+            self._block += 1
+            block_key = self._key + b"#" + str(self._block).encode()
+            self._words = _UNPACK8(blake2b(block_key, digest_size=64).digest())
+            i = 0
+        self._i = i + 1
+        return (self._words[i] >> 11) * _U53
+
+
+_INVALID: Final = CallOutcome.INVALID_NUMBER
+_RINGING: Final = 0
+_IN_PROGRESS: Final = 1
+_ENDED: Final = 2
+_US: Final = timedelta(microseconds=1)
+_RAW_STATUS: Final = {outcome: outcome.value for outcome in CallOutcome}
+
+
+class _Call:
+    """Mutable bookkeeping for one call (internal; the log exposes frozen copies).
+
+    Instants are integer microseconds since the provider's base instant: cheap
+    to compute and compare, and exact (no float rounding between the time an
+    event is due and the ``occurred_at`` it reports).
+    """
+
+    __slots__ = (
+        "answered",
+        "attempt_id",
+        "attempt_number",
+        "cancelled",
+        "duration",
+        "ended",
+        "error",
+        "external_id",
+        "gen",
+        "number",
+        "outcome",
+        "placed",
+        "retryable",
+        "ringing",
+        "unknown_fate",
+    )
+
+    def __init__(
+        self,
+        *,
+        attempt_id: str,
+        external_id: str,
+        number: str,
+        attempt_number: int,
+        placed: int,
+        ringing: int | None,
+        answered: int | None,
+        ended: int,
+        outcome: CallOutcome,
+        duration: float,
+    ) -> None:
+        self.attempt_id = attempt_id
+        self.external_id = external_id
+        self.number = number
+        self.attempt_number = attempt_number
+        self.placed = placed
+        self.ringing = ringing
+        self.answered = answered
+        self.ended = ended
+        self.outcome = outcome
+        self.duration = duration
+        self.retryable: bool | None = None
+        self.error: str | None = "simulated call failure" if outcome is CallOutcome.ERROR else None
+        self.cancelled = False
+        self.unknown_fate = False
+        self.gen = 0
+
+
+# (deliver at, tie, kind, call, gen); instants in microseconds since the base
+_Entry = tuple[int, int, int, _Call, int]
+
+# What an outcome does: (rings, picks up, ring distribution name, talk distribution name)
+_SHAPES: Final[dict[CallOutcome, tuple[bool, bool, str, str | None]]] = {
+    CallOutcome.ANSWERED: (True, True, "ring_seconds", "talk_seconds"),
+    CallOutcome.OPTED_OUT: (True, True, "ring_seconds", "talk_seconds"),
+    CallOutcome.VOICEMAIL: (True, True, "voicemail_after_seconds", "voicemail_seconds"),
+    CallOutcome.DECLINED: (True, False, "ring_seconds", None),
+    CallOutcome.NO_ANSWER: (True, False, "no_answer_seconds", None),
+    CallOutcome.BUSY: (False, False, "fail_seconds", None),
+    CallOutcome.INVALID_NUMBER: (False, False, "fail_seconds", None),
+    CallOutcome.ERROR: (False, False, "fail_seconds", None),
+}
+
+_Sampler = Callable[[RandomSource], float]
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+class SimulatedProvider:
+    """A deterministic, seeded :class:`~outdial.ports.CallProvider` and
+    :class:`~outdial.ports.EventSource` (see the module docstring).
+
+    ``clock`` is anything with ``now()``; calls start at ``clock.now()`` when
+    placed, and ``due_events(now)`` hands out, in time order, every event due
+    by ``now``. ``seed`` (int or str) picks the run. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        profile: SimulationProfile | None = None,
+        *,
+        seed: int | str = 0,
+        name: str = "simulated",
+    ) -> None:
+        self.name = name
+        self.profile = profile if profile is not None else SimulationProfile()
+        self.seed = seed
+        self._clock = clock
+        self._base = require_aware(clock.now(), "clock.now()")
+        self._lock = threading.Lock()
+        self._prefix = f"{seed}:".encode()
+
+        p = self.profile
+        # Per-attempt mix for reachable, valid numbers: renormalised without the
+        # (per-number) invalid share; past the last threshold is no_answer.
+        valid_share = 1.0 - p.invalid_number_rate
+        per_attempt = [(getattr(p, n), o) for n, o in _OUTCOME_RATES if o is not _INVALID]
+        self._mix_outcomes: tuple[CallOutcome, ...] = (
+            *(o for _, o in per_attempt),
+            CallOutcome.NO_ANSWER,
+        )
+        cumulative: list[float] = []
+        acc = 0.0
+        for rate, _ in per_attempt:
+            acc += rate / valid_share if valid_share > 0 else 0.0
+            cumulative.append(acc)
+        self._mix_thresholds = cumulative
+        self._number_level = p.invalid_number_rate > 0 or p.reachability < 1
+        self._faults = p.provider_error_rate + p.unknown_fate_rate > 0
+        self._shapes: dict[CallOutcome, tuple[bool, bool, _Sampler, _Sampler | None]] = {
+            outcome: (
+                rings,
+                picks_up,
+                getattr(p, ring).sample,
+                getattr(p, talk).sample if talk else None,
+            )
+            for outcome, (rings, picks_up, ring, talk) in _SHAPES.items()
+        }
+
+        self._events: list[_Entry] = []
+        self._ends: list[_Entry] = []  # when calls really end: in-flight bookkeeping
+        self._tie = 0
+        self._calls: list[_Call] = []
+        self._by_attempt: dict[str, _Call] = {}
+        self._by_external: dict[str, _Call] = {}
+        self._tries: dict[bytes, int] = {}
+        self._live_by_number: dict[str, int] = {}
+        self._in_flight = 0
+
+        #: calls that exist (accepted, or placed despite an unknown-fate error)
+        self.calls_placed = 0
+        #: calls ended by ``cancel_call``
+        self.calls_cancelled = 0
+        #: ``place_call`` invocations that raised a simulated provider error
+        self.errors_raised = 0
+        #: the most calls in progress at once, observed at each ``place_call``
+        self.max_concurrent = 0
+        #: calls placed to a number that already had a call in progress
+        self.overlapping_calls = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"SimulatedProvider(name={self.name!r}, seed={self.seed!r}, "
+            f"calls_placed={self.calls_placed})"
+        )
+
+    # -- CallProvider ------------------------------------------------------------------------
+
+    def place_call(self, request: DialRequest) -> PlacedCall:
+        """Accept the call (status ``queued``) and schedule its events, or raise
+        a simulated :class:`~outdial.errors.ProviderUnavailable`."""
+        now = self._offset(self._clock.now())
+        key = f"{request.to}:{request.attempt_number}".encode()
+        with self._lock:
+            if self._faults:
+                self._maybe_fail(request, key, now)
+            call = self._start(request, key, now)
+        return PlacedCall(self.name, call.external_id, CallStatus.QUEUED)
+
+    def cancel_call(self, external_call_id: str) -> None:
+        """End a call in progress now, with outcome ``error`` (not retryable,
+        ``error="cancelled"``, duration the talk time so far); its undelivered
+        events that had not happened yet are replaced by that final event. A
+        call that already ended is left alone. An unknown id raises
+        :class:`~outdial.errors.ProviderRejected` (code ``not_found``)."""
+        now = self._offset(self._clock.now())
+        with self._lock:
+            call = self._by_external.get(external_call_id)
+            if call is None:
+                raise ProviderRejected(
+                    f"no call {external_call_id!r}", provider=self.name, code="not_found"
+                )
+            if call.ended <= now:
+                return
+            call.cancelled = True
+            call.outcome = CallOutcome.ERROR
+            call.retryable = False
+            call.error = "cancelled"
+            if call.ringing is not None and call.ringing > now:
+                call.ringing = None
+            if call.answered is not None and call.answered > now:
+                call.answered = None
+            call.duration = (now - call.answered) / 1e6 if call.answered is not None else 0.0
+            call.ended = now
+            call.gen += 1
+            self._push(self._events, now, _ENDED, call)
+            self._push(self._ends, now, _ENDED, call)
+            self.calls_cancelled += 1
+
+    def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
+        """The truth about a call at ``clock.now()``: its final event once it
+        ended, else a ``ringing`` / ``in_progress`` / ``queued`` view; ``None``
+        when no such call was ever placed (e.g. an unknown-fate error that did
+        not place it). Looks the call up by ``external_call_id`` when given,
+        else by ``attempt_id``."""
+        now = self._offset(self._clock.now())
+        with self._lock:
+            call = None
+            if external_call_id is not None:
+                call = self._by_external.get(external_call_id)
+            if call is None:
+                call = self._by_attempt.get(attempt_id)
+            if call is None:
+                return None
+            if call.ended <= now:
+                return self._event(call, _ENDED)
+            if call.answered is not None and call.answered <= now:
+                return self._event(call, _IN_PROGRESS)
+            if call.ringing is not None and call.ringing <= now:
+                return self._event(call, _RINGING)
+            return CallEvent(
+                provider=self.name,
+                status=CallStatus.QUEUED,
+                external_call_id=call.external_id,
+                attempt_id=call.attempt_id,
+                occurred_at=self._instant(call.placed),
+                raw_status="queued",
+            )
+
+    # -- EventSource ---------------------------------------------------------------------------
+
+    def next_event_at(self) -> datetime | None:
+        """When the earliest undelivered event is due (``None``: nothing pending)."""
+        with self._lock:
+            events = self._events
+            while events and self._stale(events[0]):
+                heapq.heappop(events)
+            return self._instant(events[0][0]) if events else None
+
+    def due_events(self, now: datetime) -> list[CallEvent]:
+        """Remove and return every event due by ``now``, in delivery order
+        (by due time, then in the order they were scheduled)."""
+        limit = self._offset(require_aware(now, "SimulatedProvider.due_events"))
+        out: list[CallEvent] = []
+        with self._lock:
+            events = self._events
+            pop = heapq.heappop
+            stale = self._stale
+            while events and events[0][0] <= limit:
+                entry = pop(events)
+                if not stale(entry):
+                    out.append(self._event(entry[3], entry[2]))
+        return out
+
+    # -- observations ---------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Calls placed and not yet ended at ``clock.now()``."""
+        now = self._offset(self._clock.now())
+        with self._lock:
+            self._settle(now)
+            return self._in_flight
+
+    def call_log(self) -> list[SimulatedCall]:
+        """Every call placed so far, in placement order, as it really went
+        (a call still in progress shows when it will end)."""
+        instant = self._instant
+        with self._lock:
+            return [
+                SimulatedCall(
+                    attempt_id=c.attempt_id,
+                    external_call_id=c.external_id,
+                    number=c.number,
+                    attempt_number=c.attempt_number,
+                    placed_at=instant(c.placed),
+                    ended_at=instant(c.ended),
+                    outcome=c.outcome,
+                    duration_seconds=c.duration,
+                    answered_at=None if c.answered is None else instant(c.answered),
+                    cancelled=c.cancelled,
+                    unknown_fate=c.unknown_fate,
+                )
+                for c in self._calls
+            ]
+
+    def in_flight_at(self, t: datetime) -> int:
+        """How many calls were in progress at instant ``t`` (placed at or
+        before ``t``, ending after it), from the call log."""
+        at = self._offset(require_aware(t, "SimulatedProvider.in_flight_at"))
+        with self._lock:
+            return sum(1 for c in self._calls if c.placed <= at < c.ended)
+
+    def as_async(self) -> AsyncSimulatedProvider:
+        """An :class:`~outdial.ports.AsyncCallProvider` sharing this provider's state."""
+        return AsyncSimulatedProvider(self)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _offset(self, t: datetime) -> int:
+        return (t - self._base) // _US
+
+    def _instant(self, offset: int) -> datetime:
+        return self._base + timedelta(microseconds=offset)
+
+    def _maybe_fail(self, request: DialRequest, key: bytes, now: int) -> None:
+        p = self.profile
+        tries = self._tries.get(key, 0)
+        self._tries[key] = tries + 1
+        stream = _HashStream(self._prefix + b"fault:" + key + b":" + str(tries).encode())
+        u = stream.random()
+        if u < p.provider_error_rate:
+            self.errors_raised += 1
+            raise ProviderUnavailable(
+                "simulated provider error", provider=self.name, status_code=503, placed=False
+            )
+        if u < p.provider_error_rate + p.unknown_fate_rate:
+            self.errors_raised += 1
+            if stream.random() < p.unknown_fate_placed_rate:
+                self._start(request, key, now).unknown_fate = True
+            raise ProviderUnavailable(
+                "simulated timeout: the call may or may not have been placed",
+                provider=self.name,
+                code="timeout",
+                placed=None,
+            )
+
+    def _start(self, request: DialRequest, key: bytes, now: int) -> _Call:
+        p = self.profile
+        number = request.to
+        rng = _HashStream(self._prefix + key)
+        u = rng.random()
+        outcome: CallOutcome | None = None
+        if self._number_level:
+            digest = blake2b(self._prefix + b"n:" + number.encode(), digest_size=16).digest()
+            invalid_word, reach_word = _UNPACK2(digest)
+            if (invalid_word >> 11) * _U53 < p.invalid_number_rate:
+                outcome = CallOutcome.INVALID_NUMBER
+            elif (reach_word >> 11) * _U53 >= p.reachability:
+                outcome = CallOutcome.NO_ANSWER
+        if outcome is None:
+            outcome = self._mix_outcomes[bisect_right(self._mix_thresholds, u)]
+        rings, picks_up, ring_sample, talk_sample = self._shapes[outcome]
+        ring = _micros(ring_sample(rng))
+        talk = talk_sample(rng) if talk_sample is not None else 0.0
+
+        ringing = now + min(_micros(p.ringing_after_seconds.sample(rng)), ring) if rings else None
+        answered = now + ring if picks_up else None
+        ended = now + ring + _micros(talk)
+
+        self.calls_placed += 1
+        call = _Call(
+            attempt_id=request.attempt_id,
+            external_id=f"SIM-{self.calls_placed:06d}",
+            number=number,
+            attempt_number=request.attempt_number,
+            placed=now,
+            ringing=ringing,
+            answered=answered,
+            ended=ended,
+            outcome=outcome,
+            duration=talk,
+        )
+        self._calls.append(call)
+        self._by_attempt[request.attempt_id] = call
+        self._by_external[call.external_id] = call
+
+        # in-flight bookkeeping (the truth, not what was delivered)
+        self._settle(now)
+        self._in_flight += 1
+        self.max_concurrent = max(self.max_concurrent, self._in_flight)
+        live = self._live_by_number
+        if number in live:
+            self.overlapping_calls += 1
+            live[number] += 1
+        else:
+            live[number] = 1
+        self._push(self._ends, ended, _ENDED, call)
+
+        # delivery: drawn after the outcome and timings, so these knobs never
+        # change what happens to a call, only how it is reported.
+        events = self._events
+        again: int | None = None
+        if p.duplicate_rate > 0 and rng.random() < p.duplicate_rate:
+            again = ended + _micros(p.late_delivery_seconds.sample(rng))
+        if p.progress_events and ringing is not None:
+            if p.reorder_rate > 0 and rng.random() < p.reorder_rate:
+                # the last progress event arrives after the final one
+                late = ended + _micros(p.late_delivery_seconds.sample(rng))
+                if answered is not None:
+                    self._push(events, ringing, _RINGING, call)
+                    self._push(events, late, _IN_PROGRESS, call)
+                else:
+                    self._push(events, late, _RINGING, call)
+            else:
+                self._push(events, ringing, _RINGING, call)
+                if answered is not None:
+                    self._push(events, answered, _IN_PROGRESS, call)
+        self._push(events, ended, _ENDED, call)
+        if again is not None:
+            self._push(events, again, _ENDED, call)
+        return call
+
+    def _push(self, heap: list[_Entry], at: int, kind: int, call: _Call) -> None:
+        self._tie += 1
+        heapq.heappush(heap, (at, self._tie, kind, call, call.gen))
+
+    def _settle(self, now: int) -> None:
+        ends = self._ends
+        live = self._live_by_number
+        while ends and ends[0][0] <= now:
+            _, _, _, call, gen = heapq.heappop(ends)
+            if gen != call.gen:
+                continue  # superseded by a cancel
+            self._in_flight -= 1
+            left = live[call.number] - 1
+            if left:
+                live[call.number] = left
+            else:
+                del live[call.number]
+
+    @staticmethod
+    def _stale(entry: _Entry) -> bool:
+        """An entry a cancel made obsolete (its event no longer happens)."""
+        kind, call = entry[2], entry[3]
+        if kind == _ENDED:
+            return entry[4] != call.gen
+        if kind == _RINGING:
+            return call.ringing is None
+        return call.answered is None
+
+    def _event(self, call: _Call, kind: int) -> CallEvent:
+        progress = self.profile.progress_events
+        if kind == _ENDED:
+            seq = (call.ringing is not None) + (call.answered is not None) if progress else 0
+            return CallEvent(
+                provider=self.name,
+                status=CallStatus.ENDED,
+                external_call_id=call.external_id,
+                attempt_id=call.attempt_id,
+                outcome=call.outcome,
+                retryable=call.retryable,
+                sequence=seq,
+                occurred_at=self._base + timedelta(microseconds=call.ended),
+                duration_seconds=call.duration,
+                raw_status=_RAW_STATUS[call.outcome],
+                error=call.error,
+                event_id=f"{call.external_id}:{seq}",
+            )
+        if kind == _RINGING:
+            at = call.ringing
+            seq_or_none: int | None = 0 if progress else None
+            status, raw = CallStatus.RINGING, "ringing"
+        else:
+            at = call.answered
+            seq_or_none = int(call.ringing is not None) if progress else None
+            status, raw = CallStatus.IN_PROGRESS, "in_progress"
+        return CallEvent(
+            provider=self.name,
+            status=status,
+            external_call_id=call.external_id,
+            attempt_id=call.attempt_id,
+            sequence=seq_or_none,
+            occurred_at=None if at is None else self._instant(at),
+            raw_status=raw,
+            event_id=None if seq_or_none is None else f"{call.external_id}:{seq_or_none}",
+        )
+
+
+class AsyncSimulatedProvider:
+    """The :class:`~outdial.ports.AsyncCallProvider` face of a
+    :class:`SimulatedProvider` (made by :meth:`SimulatedProvider.as_async`).
+
+    It shares the provider's state, so events, the call log and the counters
+    are the same whichever face is used. ``next_event_at`` / ``due_events``
+    stay synchronous (the :class:`~outdial.ports.EventSource` protocol).
+    """
+
+    def __init__(self, provider: SimulatedProvider) -> None:
+        self.sync = provider
+        self.name = provider.name
+
+    def __repr__(self) -> str:
+        return f"AsyncSimulatedProvider({self.sync!r})"
+
+    async def place_call(self, request: DialRequest) -> PlacedCall:
+        return self.sync.place_call(request)
+
+    async def cancel_call(self, external_call_id: str) -> None:
+        self.sync.cancel_call(external_call_id)
+
+    async def fetch_call(
+        self, *, attempt_id: str, external_call_id: str | None
+    ) -> CallEvent | None:
+        return self.sync.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
+
+    def next_event_at(self) -> datetime | None:
+        return self.sync.next_event_at()
+
+    def due_events(self, now: datetime) -> list[CallEvent]:
+        return self.sync.due_events(now)

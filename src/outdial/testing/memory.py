@@ -1,0 +1,901 @@
+"""An in-memory :class:`~outdial.ports.Repository` for tests, simulations and notebooks.
+
+Everything lives in Python dicts behind one :class:`threading.RLock`:
+
+- **Transactions.** ``transaction()`` holds the lock for the whole block, so
+  transactions are serialised and the *dispatch lock* of the port is implied
+  (``dispatch_lock=True`` asks for nothing more). Nested ``transaction()`` blocks
+  on the same thread act as savepoints. An exception inside a block rolls back
+  every change made in it: each write records an *undo* step in a journal, and
+  the steps run in reverse order. Nothing copies the whole state, so a rollback
+  costs what the block wrote, not what the store holds.
+- **Counters** (invariant 8) move in the same write that changes a recipient
+  (``add_recipients``, ``save_recipient``, ``skip_pending``) or adds a
+  non-test attempt; ``get_campaign`` always returns the current counters and
+  ``save_campaign`` ignores the caller's copy.
+- **Claims stay cheap.** Per campaign, pending recipients are indexed by two
+  heaps: *waiting* ``(due_at, seq)`` entries for recipients with a future
+  ``next_attempt_at``, and *ready* integer keys that order ``(-priority, seq)``.
+  ``due_recipients`` first moves the waiting entries that fell due to the ready
+  heap, then pops the ready heap. Entries are never removed when a recipient
+  changes (lazy deletion): an entry is checked against the recipient's current
+  state when it reaches the top of a heap, and dropped if it no longer matches.
+  So ``save_recipient`` is ``O(log n)`` and a claim costs
+  ``O(limit · log n)`` whatever the campaign's size.
+- **Memory.** A recipient costs its frozen value, a slot in two dicts, a set
+  entry for its phone and an integer key in the ready heap (no per-recipient
+  wrapper objects).
+
+In-flight counts (:meth:`InMemoryUnitOfWork.in_flight`) are kept as counters.
+Test calls use the provider's capacity, so they count in ``by_workspace`` and
+``total`` but not in ``by_campaign`` (a test call is not part of a campaign's
+dialling), nor in a campaign's ``attempts`` counter, dial statistics or
+attempt starts.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import attrs
+
+from outdial._time import require_aware
+from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
+from outdial.errors import ConfigurationError, NotFound, RepositoryError, StaleClaim
+from outdial.outcomes import CallOutcome
+from outdial.ports import DialStats, InFlightCounts, Page
+from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
+
+__all__ = ["InMemoryRepository", "InMemoryUnitOfWork"]
+
+_PENDING = RecipientStatus.PENDING
+_UNTITLED = ("", "Untitled Campaign")
+_DISPATCHABLE = frozenset({CampaignStatus.SCHEDULED, CampaignStatus.ACTIVE, CampaignStatus.PAUSED})
+_MINUTE = timedelta(seconds=60)
+
+#: Ready keys are ``-priority * _SPAN + seq``: integer order is (-priority, seq) order.
+_SPAN = 1 << 40
+
+_Undo = Callable[[], None]
+
+
+def _ready_key(priority: int, seq: int) -> int:
+    return -priority * _SPAN + seq
+
+
+def _answered(recipient: Recipient) -> int:
+    """1 when the recipient counts in ``answered`` (completed with outcome answered)."""
+    return int(
+        recipient.status is RecipientStatus.COMPLETED and recipient.outcome is CallOutcome.ANSWERED
+    )
+
+
+def _final_outcome(recipient: Recipient) -> CallOutcome | None:
+    """The outcome a recipient contributes to ``outcome_counts`` (final ones only)."""
+    return recipient.outcome if recipient.status.final else None
+
+
+def _answered_duration(attempt: Attempt) -> float | None:
+    """The duration an attempt contributes to ``duration_totals``, if any."""
+    if (
+        attempt.test_call
+        or attempt.status is not AttemptStatus.ENDED
+        or attempt.outcome is not CallOutcome.ANSWERED
+    ):
+        return None
+    return attempt.duration_seconds
+
+
+def _page_bounds(page: int, page_size: int) -> tuple[int, int]:
+    if page < 1:
+        raise ConfigurationError("page", page, "must be 1 or more")
+    if page_size < 1:
+        raise ConfigurationError("page_size", page_size, "must be 1 or more")
+    start = (page - 1) * page_size
+    return start, start + page_size
+
+
+class _CampaignIndex:
+    """Everything kept per campaign besides the campaign value itself."""
+
+    __slots__ = (
+        "counters",
+        "durations",
+        "order",
+        "outcomes",
+        "phones",
+        "rank",
+        "ready",
+        "starts",
+        "waiting",
+        "watermark",
+    )
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank  # insertion order among campaigns (tie-break for listings)
+        self.counters = CampaignCounters()
+        self.order: list[str] = []  # recipient ids; seq = position + 1
+        self.phones: set[str] = set()
+        self.ready: list[int] = []  # heap of _ready_key(priority, seq)
+        self.waiting: list[tuple[datetime, int]] = []  # heap of (next_attempt_at, seq)
+        self.watermark: datetime | None = None  # latest ``now`` waiting entries moved up to
+        self.outcomes: dict[CallOutcome, int] = {}
+        self.durations: tuple[int, float] = (0, 0.0)
+        self.starts: list[datetime] = []  # created_at of non-test attempts, sorted
+
+
+class _Store:
+    """The whole state of one :class:`InMemoryRepository`."""
+
+    def __init__(self) -> None:
+        self.campaigns: dict[str, Campaign] = {}
+        self.indexes: dict[str, _CampaignIndex] = {}
+        self.recipients: dict[str, Recipient] = {}
+        self.attempts: dict[str, Attempt] = {}
+        self.attempts_by_recipient: dict[str, list[str]] = {}
+        self.by_external: dict[tuple[str, str], str] = {}
+        self.unfinished: dict[str, None] = {}  # ids of attempts not ended (ordered set)
+        self.in_flight_campaign: dict[str, int] = {}
+        self.in_flight_workspace: dict[str, int] = {}
+        self.in_flight_total = 0
+        self.suppressions: dict[str, dict[str, tuple[str, datetime]]] = {}
+        self.campaign_rank = 0
+
+
+class InMemoryUnitOfWork:
+    """One transaction on an :class:`InMemoryRepository` (implements ``UnitOfWork``).
+
+    Only valid inside its ``with repository.transaction()`` block; using it
+    afterwards raises :class:`~outdial.errors.RepositoryError`. A method that
+    raises changes nothing.
+    """
+
+    __slots__ = ("_journal", "_open", "_s")
+
+    def __init__(self, store: _Store, journal: list[_Undo]) -> None:
+        self._s = store
+        self._journal = journal
+        self._open = True
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _close(self) -> None:
+        self._open = False
+
+    def _check(self) -> _Store:
+        if not self._open:
+            raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        return self._s
+
+    def _index(self, campaign_id: str) -> _CampaignIndex:
+        index = self._s.indexes.get(campaign_id)
+        if index is None:
+            raise NotFound("campaign", campaign_id)
+        return index
+
+    def _view(self, campaign_id: str) -> Campaign:
+        """The stored campaign with its current counters."""
+        s = self._s
+        campaign = s.campaigns[campaign_id]
+        counters = s.indexes[campaign_id].counters
+        if campaign.counters is not counters:
+            # A cache refresh, not a change: reads always take counters from the index.
+            campaign = attrs.evolve(campaign, counters=counters)
+            s.campaigns[campaign_id] = campaign
+        return campaign
+
+    # -- campaigns ------------------------------------------------------------------
+
+    def add_campaign(self, campaign: Campaign) -> None:
+        """Store a new campaign; its counters start at zero. ``RepositoryError`` if the
+        id is taken."""
+        s = self._check()
+        if campaign.id in s.campaigns:
+            raise RepositoryError(f"campaign {campaign.id!r} already exists")
+        s.campaign_rank += 1
+        index = _CampaignIndex(s.campaign_rank)
+        s.campaigns[campaign.id] = campaign
+        s.indexes[campaign.id] = index
+
+        def undo() -> None:
+            del s.campaigns[campaign.id]
+            del s.indexes[campaign.id]
+
+        self._journal.append(undo)
+
+    def get_campaign(self, campaign_id: str, workspace_id: str | None = None) -> Campaign:
+        """The campaign with current counters (deleted ones too); ``NotFound`` if it does
+        not exist or belongs to another workspace than ``workspace_id``."""
+        s = self._check()
+        campaign = s.campaigns.get(campaign_id)
+        if campaign is None or (workspace_id is not None and campaign.workspace_id != workspace_id):
+            raise NotFound("campaign", campaign_id)
+        return self._view(campaign_id)
+
+    def save_campaign(self, campaign: Campaign) -> Campaign:
+        """Store ``campaign`` with the stored counters and ``version + 1``; returns it.
+
+        ``RepositoryError`` when ``campaign.version`` is not the stored version
+        (somebody saved it since it was read); ``NotFound`` if it does not exist
+        in the campaign's workspace.
+        """
+        s = self._check()
+        stored = s.campaigns.get(campaign.id)
+        if stored is None or stored.workspace_id != campaign.workspace_id:
+            raise NotFound("campaign", campaign.id)
+        if campaign.version != stored.version:
+            raise RepositoryError(
+                f"campaign {campaign.id!r} was changed since it was read "
+                f"(version {campaign.version}, stored version {stored.version})"
+            )
+        saved = attrs.evolve(
+            campaign, counters=s.indexes[campaign.id].counters, version=stored.version + 1
+        )
+        s.campaigns[campaign.id] = saved
+
+        def undo() -> None:
+            s.campaigns[campaign.id] = stored
+
+        self._journal.append(undo)
+        return saved
+
+    def list_campaigns(
+        self,
+        workspace_id: str,
+        *,
+        statuses: Sequence[CampaignStatus] = (),
+        search: str | None = None,
+        page: int = 1,
+        page_size: int = 20,
+        include_deleted: bool = False,
+    ) -> Page:
+        """A page of the workspace's campaigns, newest first; ``search`` matches the name
+        case-insensitively; deleted campaigns only with ``include_deleted``."""
+        s = self._check()
+        start, stop = _page_bounds(page, page_size)
+        wanted = frozenset(statuses)
+        needle = search.casefold() if search else None
+        found = [
+            c
+            for c in s.campaigns.values()
+            if c.workspace_id == workspace_id
+            and (include_deleted or c.deleted_at is None)
+            and (not wanted or c.status in wanted)
+            and (needle is None or needle in c.name.casefold())
+        ]
+        found.sort(key=lambda c: (c.created_at, s.indexes[c.id].rank), reverse=True)
+        items = tuple(self._view(c.id) for c in found[start:stop])
+        return Page(items=items, page=page, page_size=page_size, total=len(found))
+
+    def find_recent_draft(
+        self, workspace_id: str, created_by: str | None, since: datetime
+    ) -> Campaign | None:
+        """The newest untitled draft (name ``""`` or ``"Untitled Campaign"``) that
+        ``created_by`` created at or after ``since``, not deleted; None if none."""
+        s = self._check()
+        require_aware(since, "since")
+        best: Campaign | None = None
+        best_key: tuple[datetime, int] | None = None
+        for c in s.campaigns.values():
+            if (
+                c.workspace_id == workspace_id
+                and c.status is CampaignStatus.DRAFT
+                and c.deleted_at is None
+                and c.name in _UNTITLED
+                and c.created_by == created_by
+                and c.created_at >= since
+            ):
+                key = (c.created_at, s.indexes[c.id].rank)
+                if best_key is None or key > best_key:
+                    best, best_key = c, key
+        return None if best is None else self._view(best.id)
+
+    def dispatchable_campaigns(self) -> list[Campaign]:
+        """Scheduled, active and paused campaigns that are not deleted, oldest first."""
+        s = self._check()
+        found = [
+            c for c in s.campaigns.values() if c.status in _DISPATCHABLE and c.deleted_at is None
+        ]
+        found.sort(key=lambda c: (c.created_at, s.indexes[c.id].rank))
+        return [self._view(c.id) for c in found]
+
+    # -- recipients -----------------------------------------------------------------
+
+    def add_recipients(self, recipients: Sequence[Recipient]) -> int:
+        """Insert recipients (several campaigns allowed); returns how many were inserted.
+
+        A phone already in the same campaign (stored or earlier in the batch) is
+        skipped. ``seq`` is assigned 1, 2, 3... per campaign in insertion order.
+        ``NotFound`` for an unknown campaign, ``RepositoryError`` for an id that
+        is taken; either way nothing is inserted.
+        """
+        s = self._check()
+        ids: set[str] = set()
+        for r in recipients:
+            self._index(r.campaign_id)
+            if r.id in s.recipients or r.id in ids:
+                raise RepositoryError(f"recipient {r.id!r} already exists")
+            ids.add(r.id)
+        by_campaign: dict[str, list[Recipient]] = {}
+        for r in recipients:
+            by_campaign.setdefault(r.campaign_id, []).append(r)
+        inserted = 0
+        for campaign_id, batch in by_campaign.items():
+            inserted += self._insert(self._index(campaign_id), batch)
+        return inserted
+
+    def _insert(self, index: _CampaignIndex, batch: list[Recipient]) -> int:
+        s = self._s
+        before = len(index.order)
+        old_counters = index.counters
+        old_outcomes = dict(index.outcomes)
+        moves: dict[RecipientStatus, int] = {}
+        answered = 0
+        for r in batch:
+            if r.phone in index.phones:
+                continue
+            seq = len(index.order) + 1
+            rec = r if r.seq == seq else attrs.evolve(r, seq=seq)
+            s.recipients[rec.id] = rec
+            index.order.append(rec.id)
+            index.phones.add(rec.phone)
+            self._push(index, rec)
+            moves[rec.status] = moves.get(rec.status, 0) + 1
+            answered += _answered(rec)
+            outcome = _final_outcome(rec)
+            if outcome is not None:
+                index.outcomes[outcome] = index.outcomes.get(outcome, 0) + 1
+        added = len(index.order) - before
+        if added:
+            c = index.counters
+            changes = {status.value: getattr(c, status.value) + n for status, n in moves.items()}
+            index.counters = attrs.evolve(
+                c, total=c.total + added, answered=c.answered + answered, **changes
+            )
+
+        def undo() -> None:
+            for rid in index.order[before:]:
+                index.phones.discard(s.recipients.pop(rid).phone)
+            del index.order[before:]
+            index.counters = old_counters
+            index.outcomes = old_outcomes
+
+        self._journal.append(undo)
+        return added
+
+    def get_recipient(self, recipient_id: str) -> Recipient:
+        """The stored recipient; ``NotFound("recipient", id)`` if there is none."""
+        s = self._check()
+        rec = s.recipients.get(recipient_id)
+        if rec is None:
+            raise NotFound("recipient", recipient_id)
+        return rec
+
+    def save_recipient(self, recipient: Recipient, previous: Recipient) -> None:
+        """Store ``recipient`` (its ``seq`` stays the stored one) and move the counters
+        from the stored state to the new one.
+
+        ``NotFound`` if it does not exist; ``RepositoryError`` if the stored
+        status is not ``previous.status`` (the caller's view is stale), if it
+        changes campaign, or if its new phone is already in the campaign.
+        """
+        s = self._check()
+        stored = s.recipients.get(recipient.id)
+        if stored is None:
+            raise NotFound("recipient", recipient.id)
+        if stored.status is not previous.status:
+            raise RepositoryError(
+                f"recipient {recipient.id!r} is {stored.status.value}, "
+                f"not {previous.status.value} as the caller read it"
+            )
+        if recipient.campaign_id != stored.campaign_id:
+            raise RepositoryError(f"recipient {recipient.id!r} cannot change campaign")
+        index = s.indexes[stored.campaign_id]
+        if recipient.phone != stored.phone and recipient.phone in index.phones:
+            raise RepositoryError(
+                f"recipient {recipient.id!r}: {recipient.phone} is already in the campaign"
+            )
+        new = recipient if recipient.seq == stored.seq else attrs.evolve(recipient, seq=stored.seq)
+        old_counters = index.counters
+        old_outcomes = dict(index.outcomes)
+        s.recipients[new.id] = new
+        if new.phone != stored.phone:
+            index.phones.discard(stored.phone)
+            index.phones.add(new.phone)
+        answered_delta = _answered(new) - _answered(stored)
+        if new.status is not stored.status or answered_delta:
+            index.counters = old_counters.moved(
+                stored.status, new.status, answered_delta=answered_delta
+            )
+        self._move_outcome(index, _final_outcome(stored), _final_outcome(new))
+        if new.status is _PENDING and not (
+            stored.status is _PENDING
+            and new.priority == stored.priority
+            and new.next_attempt_at == stored.next_attempt_at
+        ):
+            self._push(index, new)
+
+        def undo() -> None:
+            s.recipients[stored.id] = stored
+            if new.phone != stored.phone:
+                index.phones.discard(new.phone)
+                index.phones.add(stored.phone)
+            index.counters = old_counters
+            index.outcomes = old_outcomes
+            self._push(index, stored)  # its entries may have been dropped meanwhile
+
+        self._journal.append(undo)
+
+    @staticmethod
+    def _move_outcome(
+        index: _CampaignIndex, old: CallOutcome | None, new: CallOutcome | None
+    ) -> None:
+        if old is new:
+            return
+        if old is not None:
+            index.outcomes[old] -= 1
+        if new is not None:
+            index.outcomes[new] = index.outcomes.get(new, 0) + 1
+
+    def list_recipients(
+        self,
+        campaign_id: str,
+        *,
+        statuses: Sequence[RecipientStatus] = (),
+        search: str | None = None,
+        page: int = 1,
+        page_size: int = 50,
+    ) -> Page:
+        """A page of the campaign's recipients in ``seq`` order; ``search`` matches
+        phone, first name, last name or email case-insensitively."""
+        s = self._check()
+        start, stop = _page_bounds(page, page_size)
+        index = s.indexes.get(campaign_id)
+        if index is None:
+            return Page(items=(), page=page, page_size=page_size, total=0)
+        recs = s.recipients
+        if not statuses and not search:
+            ids = index.order[start:stop]
+            return Page(
+                items=tuple(recs[i] for i in ids),
+                page=page,
+                page_size=page_size,
+                total=len(index.order),
+            )
+        wanted = frozenset(statuses)
+        needle = search.casefold() if search else None
+        found = [
+            r
+            for r in (recs[i] for i in index.order)
+            if (not wanted or r.status in wanted) and (needle is None or _matches(r, needle))
+        ]
+        return Page(
+            items=tuple(found[start:stop]), page=page, page_size=page_size, total=len(found)
+        )
+
+    # -- the due queue ---------------------------------------------------------------
+
+    def _push(self, index: _CampaignIndex, rec: Recipient) -> None:
+        """Index a pending recipient in the heap it belongs to (duplicates are harmless)."""
+        if rec.status is not _PENDING:
+            return
+        if rec.next_attempt_at is None:
+            heapq.heappush(index.ready, _ready_key(rec.priority, rec.seq))
+        else:
+            heapq.heappush(index.waiting, (rec.next_attempt_at, rec.seq))
+
+    def _pending_at(self, index: _CampaignIndex, seq: int) -> Recipient | None:
+        """The pending recipient at ``seq``, None if there is none."""
+        if not 0 < seq <= len(index.order):
+            return None
+        rec = self._s.recipients.get(index.order[seq - 1])
+        if rec is None or rec.status is not _PENDING or rec.seq != seq:
+            return None
+        return rec
+
+    def _promote(self, index: _CampaignIndex, now: datetime) -> None:
+        """Move waiting entries that are due at ``now`` to the ready heap."""
+        waiting = index.waiting
+        while waiting and waiting[0][0] <= now:
+            due, seq = heapq.heappop(waiting)
+            rec = self._pending_at(index, seq)
+            if rec is not None and rec.next_attempt_at == due:
+                heapq.heappush(index.ready, _ready_key(rec.priority, seq))
+        if index.watermark is None or now > index.watermark:
+            index.watermark = now
+
+    def due_recipients(self, campaign_id: str, now: datetime, limit: int) -> list[Recipient]:
+        """Up to ``limit`` pending recipients due at ``now`` (``next_attempt_at`` None or
+        <= now), highest priority first, then insertion order. Claims nothing."""
+        s = self._check()
+        require_aware(now, "now")
+        index = s.indexes.get(campaign_id)
+        if index is None or limit <= 0:
+            return []
+        self._promote(index, now)
+        ready = index.ready
+        taken: list[int] = []
+        found: list[Recipient] = []
+        while ready and len(found) < limit:
+            key = heapq.heappop(ready)
+            if taken and taken[-1] == key:
+                continue  # a duplicate entry of the recipient just taken
+            negative_priority, seq = divmod(key, _SPAN)
+            rec = self._pending_at(index, seq)
+            if rec is None or rec.priority != -negative_priority:
+                continue  # stale entry
+            if rec.next_attempt_at is not None and rec.next_attempt_at > now:
+                # Promoted at a later ``now`` than this one: wait again.
+                heapq.heappush(index.waiting, (rec.next_attempt_at, seq))
+                continue
+            taken.append(key)
+            found.append(rec)
+        for key in taken:
+            heapq.heappush(ready, key)
+        return found
+
+    def next_due_at(self, campaign_id: str, now: datetime) -> datetime | None:
+        """The earliest ``next_attempt_at`` later than ``now`` among pending recipients."""
+        s = self._check()
+        require_aware(now, "now")
+        index = s.indexes.get(campaign_id)
+        if index is None:
+            return None
+        self._promote(index, now)
+        waiting = index.waiting
+        while waiting:
+            due, seq = waiting[0]
+            rec = self._pending_at(index, seq)
+            if rec is not None and rec.next_attempt_at == due:
+                break
+            heapq.heappop(waiting)
+        best = waiting[0][0] if waiting else None
+        if index.watermark is not None and now < index.watermark:
+            # Asked about an earlier ``now`` than a previous call: entries due in
+            # (now, watermark] already sit in the ready heap. Rare; scan it.
+            for key in index.ready:
+                rec = self._pending_at(index, key % _SPAN)
+                at = None if rec is None else rec.next_attempt_at
+                if at is not None and at > now and (best is None or at < best):
+                    best = at
+        return best
+
+    def skip_pending(self, campaign_id: str, reason: str, now: datetime) -> int:
+        """Every pending recipient becomes skipped (``error = reason``, ``updated_at =
+        now``); counters move. Returns how many. ``NotFound`` for an unknown campaign."""
+        s = self._check()
+        require_aware(now, "now")
+        index = self._index(campaign_id)
+        recs = s.recipients
+        skipped: list[Recipient] = []
+        old_counters = index.counters
+        old_outcomes = dict(index.outcomes)
+        for rid in index.order:
+            rec = recs[rid]
+            if rec.status is _PENDING:
+                recs[rid] = attrs.evolve(
+                    rec, status=RecipientStatus.SKIPPED, error=reason, updated_at=now
+                )
+                skipped.append(rec)
+                self._move_outcome(index, None, rec.outcome)
+        if skipped:
+            n = len(skipped)
+            index.counters = attrs.evolve(
+                old_counters,
+                pending=old_counters.pending - n,
+                skipped=old_counters.skipped + n,
+            )
+
+        def undo() -> None:
+            for rec in skipped:
+                recs[rec.id] = rec
+                self._push(index, rec)
+            index.counters = old_counters
+            index.outcomes = old_outcomes
+
+        self._journal.append(undo)
+        return len(skipped)
+
+    def outcome_counts(self, campaign_id: str) -> Mapping[CallOutcome, int]:
+        """Final recipients by their last outcome (recipients without one are left out)."""
+        s = self._check()
+        index = s.indexes.get(campaign_id)
+        if index is None:
+            return MappingProxyType({})
+        return MappingProxyType({o: n for o, n in index.outcomes.items() if n})
+
+    def duration_totals(self, campaign_id: str) -> tuple[int, float]:
+        """(ended, answered, non-test attempts with a duration; their total seconds)."""
+        s = self._check()
+        index = s.indexes.get(campaign_id)
+        return (0, 0.0) if index is None else index.durations
+
+    # -- attempts -------------------------------------------------------------------
+
+    def _attach(self, a: Attempt) -> None:
+        """Add ``a`` to every attempt index and counter."""
+        s = self._s
+        s.attempts[a.id] = a
+        s.attempts_by_recipient.setdefault(a.recipient_id, []).append(a.id)
+        if a.provider is not None and a.external_call_id is not None:
+            s.by_external[(a.provider, a.external_call_id)] = a.id
+        index = s.indexes.get(a.campaign_id)
+        if a.in_flight:
+            s.unfinished[a.id] = None
+            s.in_flight_total += 1
+            s.in_flight_workspace[a.workspace_id] = s.in_flight_workspace.get(a.workspace_id, 0) + 1
+            if not a.test_call:
+                s.in_flight_campaign[a.campaign_id] = s.in_flight_campaign.get(a.campaign_id, 0) + 1
+        if index is not None and not a.test_call:
+            index.counters = attrs.evolve(index.counters, attempts=index.counters.attempts + 1)
+            bisect.insort(index.starts, a.created_at)
+            duration = _answered_duration(a)
+            if duration is not None:
+                count, total = index.durations
+                index.durations = (count + 1, total + duration)
+
+    def _detach(self, a: Attempt) -> None:
+        """Remove ``a`` from every attempt index and counter (the inverse of ``_attach``)."""
+        s = self._s
+        del s.attempts[a.id]
+        siblings = s.attempts_by_recipient[a.recipient_id]
+        siblings.remove(a.id)
+        if not siblings:
+            del s.attempts_by_recipient[a.recipient_id]
+        if a.provider is not None and a.external_call_id is not None:
+            key = (a.provider, a.external_call_id)
+            if s.by_external.get(key) == a.id:
+                del s.by_external[key]
+        index = s.indexes.get(a.campaign_id)
+        if a.in_flight:
+            del s.unfinished[a.id]
+            s.in_flight_total -= 1
+            _decrement(s.in_flight_workspace, a.workspace_id)
+            if not a.test_call:
+                _decrement(s.in_flight_campaign, a.campaign_id)
+        if index is not None and not a.test_call:
+            index.counters = attrs.evolve(index.counters, attempts=index.counters.attempts - 1)
+            pos = bisect.bisect_left(index.starts, a.created_at)
+            del index.starts[pos]
+            duration = _answered_duration(a)
+            if duration is not None:
+                count, total = index.durations
+                index.durations = (count - 1, total - duration) if count > 1 else (0, 0.0)
+
+    def _check_external(self, a: Attempt) -> None:
+        if a.provider is not None and a.external_call_id is not None:
+            owner = self._s.by_external.get((a.provider, a.external_call_id))
+            if owner is not None and owner != a.id:
+                raise RepositoryError(
+                    f"attempt {a.id!r}: {a.provider} call {a.external_call_id!r} "
+                    f"already belongs to attempt {owner!r}"
+                )
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        """Record a new attempt; a non-test attempt counts in its campaign's ``attempts``.
+
+        ``RepositoryError`` if the id (or the provider's call id) is taken;
+        ``NotFound`` if a non-test attempt's campaign does not exist.
+        """
+        s = self._check()
+        require_aware(attempt.created_at, "attempt.created_at")
+        if attempt.id in s.attempts:
+            raise RepositoryError(f"attempt {attempt.id!r} already exists")
+        if not attempt.test_call:
+            self._index(attempt.campaign_id)
+        self._check_external(attempt)
+        self._attach(attempt)
+
+        def undo() -> None:
+            self._detach(attempt)
+
+        self._journal.append(undo)
+
+    def get_attempt(self, attempt_id: str) -> Attempt | None:
+        return self._check().attempts.get(attempt_id)
+
+    def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
+        """The attempt the provider knows as ``external_call_id``; None if none."""
+        s = self._check()
+        attempt_id = s.by_external.get((provider, external_call_id))
+        return None if attempt_id is None else s.attempts[attempt_id]
+
+    def save_attempt(self, attempt: Attempt) -> None:
+        """Update an attempt.
+
+        Fencing: ``StaleClaim`` when the stored ``claim_token`` is greater than
+        ``attempt.claim_token`` (a newer claim owns the attempt). An equal token
+        is the owner writing; a greater one takes the attempt over, after which
+        writes with the old token are refused. ``NotFound`` if it does not exist.
+        """
+        s = self._check()
+        stored = s.attempts.get(attempt.id)
+        if stored is None:
+            raise NotFound("attempt", attempt.id)
+        if stored.claim_token > attempt.claim_token:
+            raise StaleClaim(attempt.id, attempt.claim_token)
+        require_aware(attempt.created_at, "attempt.created_at")
+        if not attempt.test_call:
+            self._index(attempt.campaign_id)
+        self._check_external(attempt)
+        self._detach(stored)
+        self._attach(attempt)
+
+        def undo() -> None:
+            self._detach(attempt)
+            self._attach(stored)
+
+        self._journal.append(undo)
+
+    def attempts_for(self, recipient_id: str) -> list[Attempt]:
+        """The recipient's attempts by number (then creation)."""
+        s = self._check()
+        found = [s.attempts[i] for i in s.attempts_by_recipient.get(recipient_id, ())]
+        found.sort(key=lambda a: (a.number, a.created_at))
+        return found
+
+    def attempt_starts(
+        self, recipient_ids: Iterable[str], since: datetime
+    ) -> Mapping[str, list[datetime]]:
+        """For every id asked, the sorted ``created_at`` (>= since) of its non-test
+        attempts (an empty list when it has none)."""
+        s = self._check()
+        require_aware(since, "since")
+        starts: dict[str, list[datetime]] = {}
+        for rid in recipient_ids:
+            starts[rid] = sorted(
+                a.created_at
+                for a in (s.attempts[i] for i in s.attempts_by_recipient.get(rid, ()))
+                if not a.test_call and a.created_at >= since
+            )
+        return starts
+
+    def in_flight(self) -> InFlightCounts:
+        """Attempts not ended: by campaign (test calls excluded), by workspace and in
+        total (test calls included: they use the provider's capacity)."""
+        s = self._check()
+        return InFlightCounts(
+            by_campaign={k: v for k, v in s.in_flight_campaign.items() if v},
+            by_workspace={k: v for k, v in s.in_flight_workspace.items() if v},
+            total=s.in_flight_total,
+        )
+
+    def dial_stats(self, campaign_id: str, now: datetime, day_start: datetime) -> DialStats:
+        """Non-test attempt starts of the campaign: those in ``(now - 60 s, now]``, the
+        latest one at or before ``now`` and how many in ``[day_start, now]``."""
+        s = self._check()
+        require_aware(now, "now")
+        require_aware(day_start, "day_start")
+        index = s.indexes.get(campaign_id)
+        if index is None:
+            return DialStats()
+        starts = index.starts
+        end = bisect.bisect_right(starts, now)
+        minute = bisect.bisect_right(starts, now - _MINUTE, 0, end)
+        day = bisect.bisect_left(starts, day_start, 0, end)
+        return DialStats(
+            starts_since_minute=tuple(starts[minute:end]),
+            last_start_at=starts[end - 1] if end else None,
+            starts_today=end - day,
+        )
+
+    def unfinished_attempts(self, *, started_before: datetime) -> list[Attempt]:
+        """Attempts not ended (test calls too) created before ``started_before``, oldest
+        first."""
+        s = self._check()
+        require_aware(started_before, "started_before")
+        found = [a for a in (s.attempts[i] for i in s.unfinished) if a.created_at < started_before]
+        found.sort(key=lambda a: a.created_at)
+        return found
+
+    # -- suppression ------------------------------------------------------------------
+
+    def suppress(self, workspace_id: str, phone: str, reason: str, now: datetime) -> None:
+        """Put ``phone`` on the workspace's do-not-call list (a second time changes
+        nothing: the first reason and time are kept)."""
+        s = self._check()
+        require_aware(now, "now")
+        listed = s.suppressions.setdefault(workspace_id, {})
+        if phone in listed:
+            return
+        listed[phone] = (reason, now)
+
+        def undo() -> None:
+            del listed[phone]
+
+        self._journal.append(undo)
+
+    def unsuppress(self, workspace_id: str, phone: str) -> None:
+        """Take ``phone`` off the workspace's list (nothing happens if it is not on it)."""
+        s = self._check()
+        listed = s.suppressions.get(workspace_id)
+        if listed is None or phone not in listed:
+            return
+        entry = listed.pop(phone)
+
+        def undo() -> None:
+            listed[phone] = entry
+
+        self._journal.append(undo)
+
+    def suppressed(self, workspace_id: str, phones: Iterable[str]) -> set[str]:
+        """The ``phones`` that are on the workspace's do-not-call list."""
+        s = self._check()
+        listed = s.suppressions.get(workspace_id)
+        if not listed:
+            return set()
+        return {p for p in phones if p in listed}
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
+def _matches(rec: Recipient, needle: str) -> bool:
+    return any(
+        value is not None and needle in value.casefold()
+        for value in (rec.phone, rec.first_name, rec.last_name, rec.email)
+    )
+
+
+class InMemoryRepository:
+    """A :class:`~outdial.ports.Repository` in process memory (tests, simulations).
+
+    >>> repo = InMemoryRepository()
+    >>> with repo.transaction() as uow:
+    ...     uow.suppressed("ws", ["+12125550123"])
+    set()
+
+    One lock serialises transactions (so ``dispatch_lock`` is always implied);
+    an exception inside a ``transaction()`` block undoes every change it made.
+    """
+
+    blocking = False  # no I/O: async runners may call it directly
+
+    def __init__(self) -> None:
+        self._store = _Store()
+        self._lock = threading.RLock()
+        self._journal: list[_Undo] | None = None
+
+    @contextmanager
+    def transaction(self, *, dispatch_lock: bool = False) -> Iterator[InMemoryUnitOfWork]:
+        """Open a unit of work; commit when the block exits, roll back on an exception.
+
+        ``dispatch_lock`` is accepted for the port's sake: every in-memory
+        transaction already holds the repository's only lock. A nested block on
+        the same thread is a savepoint: its exception undoes only its own changes.
+        """
+        with self._lock:
+            outer = self._journal is None
+            journal: list[_Undo] = [] if self._journal is None else self._journal
+            mark = len(journal)
+            uow = InMemoryUnitOfWork(self._store, journal)
+            self._journal = journal
+            try:
+                yield uow
+            except BaseException:
+                while len(journal) > mark:
+                    journal.pop()()
+                raise
+            finally:
+                uow._close()
+                if outer:
+                    self._journal = None
+
+
+if TYPE_CHECKING:
+    from outdial.ports import Repository, UnitOfWork
+
+    _repository_check: Repository = InMemoryRepository()
+    _unit_of_work_check: UnitOfWork = InMemoryUnitOfWork(_Store(), [])

@@ -1,0 +1,407 @@
+"""The sans-IO engine, tested as a function: facts in, decisions out."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import attrs
+import pytest
+
+from outdial.calendar import BusinessHours
+from outdial.campaign import (
+    AgentSettings,
+    Campaign,
+    CampaignAction,
+    CampaignCounters,
+    CampaignStatus,
+)
+from outdial.engine import CampaignSnapshot, Effect, Engine, EngineConfig, Snapshot
+from outdial.errors import ProviderRateLimited, ProviderRejected, ProviderUnavailable
+from outdial.outcomes import CallOutcome
+from outdial.ports import CallEvent, CallStatus, DialStats, InFlightCounts, PlacedCall
+from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
+from outdial.retry import Fixed, RetryPolicy
+
+UTC = timezone.utc
+# Monday 2026-11-23 15:00 UTC = 10:00 in New York
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+def campaign(**kw: object) -> Campaign:
+    defaults: dict[str, object] = {
+        "id": "c1",
+        "workspace_id": "w1",
+        "created_at": NOW - timedelta(days=1),
+        "name": "Renewals",
+        "status": CampaignStatus.ACTIVE,
+        "agent": AgentSettings(provider="fake"),
+        "concurrency_limit": 5,
+        "counters": CampaignCounters(total=100, pending=100),
+    }
+    defaults.update(kw)
+    return Campaign(**defaults)  # type: ignore[arg-type]
+
+
+def recipient(n: int, **kw: object) -> Recipient:
+    defaults: dict[str, object] = {
+        "id": f"r{n}",
+        "campaign_id": "c1",
+        "workspace_id": "w1",
+        "phone": f"+1212555{n:04d}",
+        "created_at": NOW - timedelta(hours=1),
+        "seq": n,
+        "time_zones": ("America/New_York",),
+    }
+    defaults.update(kw)
+    return Recipient(**defaults)  # type: ignore[arg-type]
+
+
+def shot(c: Campaign, candidates: list[Recipient], **kw: object) -> CampaignSnapshot:
+    return CampaignSnapshot(campaign=c, candidates=tuple(candidates), **kw)  # type: ignore[arg-type]
+
+
+def test_dials_up_to_the_concurrency_limit_in_the_given_order() -> None:
+    engine = Engine()
+    rs = [recipient(i) for i in range(10)]
+    plan = engine.plan(NOW, Snapshot((shot(campaign(), rs),)))
+    assert [d.recipient.id for d in plan.dials] == ["r0", "r1", "r2", "r3", "r4"]
+    assert all(d.attempt_number == 1 for d in plan.dials)
+
+
+def test_in_flight_calls_use_up_the_campaign_limit() -> None:
+    engine = Engine()
+    rs = [recipient(i) for i in range(10)]
+    flight = InFlightCounts({"c1": 4}, {"w1": 4}, 4)
+    plan = engine.plan(NOW, Snapshot((shot(campaign(), rs),), flight))
+    assert len(plan.dials) == 1
+
+
+def test_suppressed_numbers_are_skipped_never_dialled() -> None:
+    engine = Engine()
+    rs = [recipient(i) for i in range(3)]
+    plan = engine.plan(NOW, Snapshot((shot(campaign(), rs, suppressed=frozenset({rs[1].phone})),)))
+    assert [d.recipient.id for d in plan.dials] == ["r0", "r2"]
+    assert [s.recipient.id for s in plan.skips] == ["r1"]
+    assert "suppressed" in plan.skips[0].reason
+
+
+def test_outside_business_hours_recipients_are_deferred_to_the_next_opening() -> None:
+    hours = BusinessHours.weekly("America/New_York", {"mon-fri": [("09:00", "17:00")]})
+    engine = Engine()
+    night = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # Monday 22:00 New York
+    plan = engine.plan(night, Snapshot((shot(campaign(business_hours=hours), [recipient(1)]),)))
+    assert plan.dials == ()
+    assert plan.defers[0].until == datetime(2026, 11, 24, 14, 0, tzinfo=UTC)  # Tue 09:00
+    assert plan.wake_at == plan.defers[0].until
+
+
+def test_recipient_local_hours_apply_under_a_rule_set() -> None:
+    engine = Engine()
+    # 13:30 UTC = 08:30 New York but 05:30 Los Angeles: only New York may be called.
+    at = datetime(2026, 11, 23, 13, 30, tzinfo=UTC)
+    ny = recipient(1)
+    la = recipient(2, phone="+13105550002", time_zones=("America/Los_Angeles",))
+    plan = engine.plan(at, Snapshot((shot(campaign(rule_set="us"), [ny, la]),)))
+    assert [d.recipient.id for d in plan.dials] == ["r1"]
+    assert plan.defers[0].recipient.id == "r2"
+    assert plan.defers[0].until == datetime(2026, 11, 23, 16, 0, tzinfo=UTC)  # 08:00 LA
+
+
+def test_toll_free_number_with_no_common_window_is_skipped() -> None:
+    engine = Engine()
+    tf = recipient(1, phone="+18005550100", time_zones=())
+    plan = engine.plan(NOW, Snapshot((shot(campaign(rule_set="us"), [tf]),)))
+    assert plan.dials == ()
+    assert "no permitted window" in plan.skips[0].reason
+
+
+def test_scheduled_campaign_activates_at_its_start_and_not_before() -> None:
+    engine = Engine()
+    start = NOW + timedelta(hours=2)
+    c = campaign(status=CampaignStatus.SCHEDULED, scheduled_start_at=start)
+    plan = engine.plan(NOW, Snapshot((shot(c, []),)))
+    assert plan.transitions == ()
+    assert plan.wake_at == start
+    plan = engine.plan(start, Snapshot((shot(c, []),)))
+    assert [t.action for t in plan.transitions] == [CampaignAction.ACTIVATE]
+
+
+def test_expired_campaign_is_expired_instead_of_dialled() -> None:
+    engine = Engine()
+    c = campaign(expires_at=NOW - timedelta(seconds=1))
+    plan = engine.plan(NOW, Snapshot((shot(c, [recipient(1)]),)))
+    assert [t.action for t in plan.transitions] == [CampaignAction.EXPIRE]
+    assert plan.dials == ()
+
+
+@pytest.mark.parametrize("status", [CampaignStatus.PAUSED, CampaignStatus.READY])
+def test_paused_or_not_started_campaigns_place_no_calls(status: CampaignStatus) -> None:
+    plan = Engine().plan(NOW, Snapshot((shot(campaign(status=status), [recipient(1)]),)))
+    assert plan.dials == ()
+
+
+def test_campaign_completes_when_nothing_is_left() -> None:
+    c = campaign(counters=CampaignCounters(total=3, completed=2, failed=1))
+    plan = Engine().plan(NOW, Snapshot((shot(c, []),)))
+    assert [t.action for t in plan.transitions] == [CampaignAction.COMPLETE]
+
+
+def test_workspace_limit_is_shared_round_robin_between_campaigns() -> None:
+    engine = Engine(EngineConfig(default_workspace_limit=4))
+    a = campaign(id="a", concurrency_limit=10)
+    b = campaign(id="b", concurrency_limit=10)
+    ra = [recipient(i, id=f"a{i}", campaign_id="a") for i in range(10)]
+    rb = [recipient(i, id=f"b{i}", campaign_id="b") for i in range(10)]
+    plan = engine.plan(NOW, Snapshot((shot(a, ra), shot(b, rb))))
+    assert sorted(d.campaign_id for d in plan.dials) == ["a", "a", "b", "b"]
+
+
+def test_global_limit_is_shared_fairly_between_workspaces() -> None:
+    engine = Engine(EngineConfig(global_limit=3))
+    shots = []
+    for ws in ("w1", "w2", "w3"):
+        c = campaign(id=f"c-{ws}", workspace_id=ws, concurrency_limit=10)
+        rs = [recipient(i, id=f"{ws}-{i}", campaign_id=c.id, workspace_id=ws) for i in range(5)]
+        shots.append(shot(c, rs))
+    plan = engine.plan(NOW, Snapshot(tuple(shots)))
+    assert sorted(d.recipient.workspace_id for d in plan.dials) == ["w1", "w2", "w3"]
+
+
+def test_least_recently_served_campaign_goes_first_when_capacity_is_scarce() -> None:
+    engine = Engine(EngineConfig(global_limit=1))
+    a = campaign(id="a")
+    b = campaign(id="b")
+    ra = [recipient(1, id="a1", campaign_id="a")]
+    rb = [recipient(2, id="b1", campaign_id="b")]
+    served = DialStats(last_start_at=NOW - timedelta(seconds=5))
+    older = DialStats(last_start_at=NOW - timedelta(seconds=50))
+    plan = engine.plan(
+        NOW, Snapshot((shot(a, ra, dial_stats=served), shot(b, rb, dial_stats=older)))
+    )
+    assert [d.campaign_id for d in plan.dials] == ["b"]
+
+
+def test_calls_per_minute_pacing_limits_starts_in_a_rolling_minute() -> None:
+    engine = Engine()
+    c = campaign(concurrency_limit=50, calls_per_minute=3)
+    starts = (NOW - timedelta(seconds=50), NOW - timedelta(seconds=10))
+    stats = DialStats(starts_since_minute=starts, last_start_at=starts[-1])
+    plan = engine.plan(
+        NOW, Snapshot((shot(c, [recipient(i) for i in range(5)], dial_stats=stats),))
+    )
+    assert len(plan.dials) == 1
+    full = DialStats(starts_since_minute=(*starts, NOW), last_start_at=NOW)
+    plan = engine.plan(NOW, Snapshot((shot(c, [recipient(9)], dial_stats=full),)))
+    assert plan.dials == ()
+    assert plan.wake_at == starts[0] + timedelta(seconds=60)
+
+
+def test_minimum_spacing_between_call_starts() -> None:
+    engine = Engine()
+    c = campaign(concurrency_limit=50, min_spacing=timedelta(seconds=10))
+    stats = DialStats(last_start_at=NOW - timedelta(seconds=4))
+    plan = engine.plan(NOW, Snapshot((shot(c, [recipient(1), recipient(2)], dial_stats=stats),)))
+    assert plan.dials == ()
+    assert plan.wake_at == NOW + timedelta(seconds=6)
+    stats = DialStats(last_start_at=NOW - timedelta(seconds=10))
+    plan = engine.plan(NOW, Snapshot((shot(c, [recipient(1), recipient(2)], dial_stats=stats),)))
+    assert len(plan.dials) == 1
+
+
+def test_daily_cap_stops_dialling_until_the_next_local_day() -> None:
+    engine = Engine()
+    c = campaign(daily_cap=10, timezone="America/New_York")
+    stats = DialStats(starts_today=10)
+    plan = engine.plan(NOW, Snapshot((shot(c, [recipient(1)], dial_stats=stats),)))
+    assert plan.dials == ()
+    assert plan.wake_at == datetime(2026, 11, 24, 5, 0, tzinfo=UTC)  # midnight New York
+
+
+def test_rolling_cap_of_a_rule_set_defers_a_fourth_call_in_florida() -> None:
+    engine = Engine()
+    fl = recipient(1, phone="+13055550101", attempts=3)
+    starts = [NOW - timedelta(hours=h) for h in (20, 10, 2)]
+    c = campaign(rule_set="us", retry_policy=RetryPolicy(max_attempts=10))
+    plan = engine.plan(NOW, Snapshot((shot(c, [fl], attempt_starts={"r1": starts}),)))
+    assert plan.dials == ()
+    assert plan.defers[0].until >= starts[0] + timedelta(hours=24)
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+def attempt(**kw: object) -> Attempt:
+    defaults: dict[str, object] = {
+        "id": "a1",
+        "campaign_id": "c1",
+        "recipient_id": "r1",
+        "workspace_id": "w1",
+        "number": 1,
+        "phone": "+12125550001",
+        "created_at": NOW,
+        "status": AttemptStatus.PLACED,
+        "external_call_id": "CA1",
+        "provider": "fake",
+    }
+    defaults.update(kw)
+    return Attempt(**defaults)  # type: ignore[arg-type]
+
+
+def ended(outcome: CallOutcome, **kw: object) -> CallEvent:
+    return CallEvent(
+        provider="fake", status=CallStatus.ENDED, attempt_id="a1", outcome=outcome, **kw
+    )  # type: ignore[arg-type]
+
+
+CALLING = recipient(1, status=RecipientStatus.CALLING, attempts=1)
+
+
+def test_answered_call_completes_the_recipient() -> None:
+    d = Engine().on_event(
+        NOW, campaign(), attempt(), CALLING, ended(CallOutcome.ANSWERED, duration_seconds=42), []
+    )
+    assert d.effect is Effect.APPLIED
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.COMPLETED
+    assert d.attempt is not None and d.attempt.status is AttemptStatus.ENDED
+    assert d.recipient.duration_seconds == 42
+
+
+def test_no_answer_schedules_a_retry_inside_the_next_window() -> None:
+    hours = BusinessHours.weekly("America/New_York", {"mon-fri": [("09:00", "17:00")]})
+    c = campaign(business_hours=hours, retry_policy=RetryPolicy(backoff=Fixed(timedelta(hours=2))))
+    late = datetime(2026, 11, 23, 21, 30, tzinfo=UTC)  # 16:30 New York
+    d = Engine().on_event(
+        late, c, attempt(created_at=late), CALLING, ended(CallOutcome.NO_ANSWER), []
+    )
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.PENDING
+    assert d.retry_at == datetime(2026, 11, 24, 14, 0, tzinfo=UTC)  # Tue 09:00, not 18:30
+
+
+def test_duplicate_final_event_is_ignored() -> None:
+    done = attempt(status=AttemptStatus.ENDED, outcome=CallOutcome.ANSWERED)
+    d = Engine().on_event(NOW, campaign(), done, CALLING, ended(CallOutcome.NO_ANSWER), [])
+    assert d.effect is Effect.DUPLICATE and d.recipient is None and d.attempt is None
+
+
+def test_out_of_order_progress_event_is_stale() -> None:
+    a = attempt(last_sequence=3)
+    ev = CallEvent(provider="fake", status=CallStatus.RINGING, attempt_id="a1", sequence=1)
+    assert Engine().on_event(NOW, campaign(), a, CALLING, ev, []).effect is Effect.STALE
+
+
+def test_late_event_for_an_old_attempt_never_moves_the_recipient() -> None:
+    moved_on = recipient(1, status=RecipientStatus.CALLING, attempts=2)
+    d = Engine().on_event(NOW, campaign(), attempt(number=1), moved_on, ended(CallOutcome.BUSY), [])
+    assert d.effect is Effect.LATE and d.recipient is None
+    assert d.attempt is not None and d.attempt.status is AttemptStatus.ENDED
+
+
+def test_opt_out_suppresses_the_number_and_is_final() -> None:
+    d = Engine().on_event(NOW, campaign(), attempt(), CALLING, ended(CallOutcome.OPTED_OUT), [])
+    assert d.suppress_phone == CALLING.phone
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.COMPLETED
+
+
+def test_result_in_a_cancelled_campaign_is_recorded_without_retry() -> None:
+    c = campaign(status=CampaignStatus.CANCELLED)
+    d = Engine().on_event(NOW, c, attempt(), CALLING, ended(CallOutcome.NO_ANSWER), [])
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.SKIPPED
+
+
+def test_max_attempts_ends_in_failed() -> None:
+    third = recipient(1, status=RecipientStatus.CALLING, attempts=3)
+    history = [
+        attempt(id=f"a{i}", number=i, status=AttemptStatus.ENDED, outcome=CallOutcome.BUSY)
+        for i in (1, 2)
+    ]
+    d = Engine().on_event(
+        NOW, campaign(), attempt(id="a3", number=3), third, ended(CallOutcome.BUSY), history
+    )
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.FAILED
+
+
+def test_placed_call_moves_queued_to_calling() -> None:
+    queued = recipient(1, status=RecipientStatus.QUEUED, attempts=1)
+    dialing = attempt(status=AttemptStatus.DIALING, external_call_id=None)
+    d = Engine().on_placed(NOW, dialing, queued, PlacedCall("fake", "CA9"))
+    assert d.attempt is not None and d.attempt.external_call_id == "CA9"
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.CALLING
+
+
+def test_unknown_fate_dial_error_waits_for_reconciliation() -> None:
+    queued = recipient(1, status=RecipientStatus.QUEUED, attempts=1)
+    dialing = attempt(status=AttemptStatus.DIALING)
+    d = Engine().on_dial_error(
+        NOW, campaign(), dialing, queued, ProviderUnavailable("timeout", placed=None), []
+    )
+    assert d.effect is Effect.WAITING and d.recipient is None
+    assert d.recheck_at is not None and d.recheck_at > NOW
+
+
+def test_refused_retryable_dial_gives_the_attempt_back() -> None:
+    queued = recipient(1, status=RecipientStatus.QUEUED, attempts=1)
+    dialing = attempt(status=AttemptStatus.DIALING)
+    err = ProviderRateLimited("slow down", retry_after=timedelta(seconds=20))
+    d = Engine().on_dial_error(NOW, campaign(), dialing, queued, err, [])
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.PENDING
+    assert d.recipient.attempts == 0
+    assert d.retry_at == NOW + timedelta(seconds=20)
+
+
+def test_rejected_invalid_number_fails_for_good() -> None:
+    queued = recipient(1, status=RecipientStatus.QUEUED, attempts=1)
+    err = ProviderRejected("bad To", code=21211, outcome=CallOutcome.INVALID_NUMBER)
+    d = Engine().on_dial_error(
+        NOW, campaign(), attempt(status=AttemptStatus.DIALING), queued, err, []
+    )
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.FAILED
+    assert d.recipient.outcome is CallOutcome.INVALID_NUMBER
+
+
+def test_reconcile_never_placed_returns_the_recipient_to_pending_at_once() -> None:
+    queued = recipient(1, status=RecipientStatus.QUEUED, attempts=1)
+    dialing = attempt(status=AttemptStatus.DIALING, created_at=NOW - timedelta(minutes=5))
+    d = Engine().on_reconcile(NOW, campaign(), dialing, queued, None, [])
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.PENDING
+    assert d.recipient.attempts == 0 and d.retry_at == NOW
+
+
+def test_reconcile_unknown_fate_retries_only_after_a_safe_delay() -> None:
+    engine = Engine()
+    queued = recipient(1, status=RecipientStatus.QUEUED, attempts=1)
+    young = attempt(status=AttemptStatus.DIALING, created_at=NOW - timedelta(minutes=5))
+    err = ProviderUnavailable("cannot tell", placed=None)
+    assert engine.on_reconcile(NOW, campaign(), young, queued, err, []).effect is Effect.WAITING
+    old = attempt(status=AttemptStatus.DIALING, created_at=NOW - timedelta(hours=7))
+    c = campaign(retry_policy=RetryPolicy(backoff=Fixed(timedelta(seconds=1))))
+    d = engine.on_reconcile(NOW, c, old, queued, err, [])
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.PENDING
+    assert d.retry_at is not None
+    assert d.retry_at >= NOW + engine.config.unknown_fate_delay
+
+
+def test_reconcile_with_a_final_view_applies_it() -> None:
+    queued = recipient(1, status=RecipientStatus.QUEUED, attempts=1)
+    dialing = attempt(status=AttemptStatus.DIALING, created_at=NOW - timedelta(minutes=5))
+    d = Engine().on_reconcile(NOW, campaign(), dialing, queued, ended(CallOutcome.ANSWERED), [])
+    assert d.recipient is not None and d.recipient.status is RecipientStatus.COMPLETED
+
+
+def test_jitter_uses_only_the_random_source_it_is_handed() -> None:
+    from outdial.retry import Exponential, Jitter
+
+    c = campaign(
+        retry_policy=RetryPolicy(
+            backoff=Exponential(timedelta(minutes=1), timedelta(hours=1), jitter=Jitter.FULL)
+        )
+    )
+    a = Engine().on_event(NOW, c, attempt(), CALLING, ended(CallOutcome.BUSY), [], random.Random(7))
+    b = Engine().on_event(NOW, c, attempt(), CALLING, ended(CallOutcome.BUSY), [], random.Random(7))
+    assert a.retry_at == b.retry_at
+
+
+def test_engine_is_a_pure_function_of_its_inputs() -> None:
+    snap = Snapshot((shot(campaign(), [recipient(i) for i in range(8)]),))
+    assert Engine().plan(NOW, snap) == Engine().plan(NOW, snap)
+    assert attrs.has(type(Engine().plan(NOW, snap)))
