@@ -33,12 +33,14 @@ UTC = timezone.utc
 NEW_YORK = ZoneInfo("America/New_York")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def ny(*args: int) -> datetime:
-    return datetime(*args, tzinfo=NEW_YORK)  # type: ignore[misc]
+def ny(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=NEW_YORK)
 
 
 NINE_TO_FIVE = BusinessHours.weekly("America/New_York", {"mon-fri": [("09:00", "17:00")]})
@@ -122,9 +124,9 @@ def test_time_slot_parse_errors_name_the_field(start: str, end: str, message: st
 
 
 def test_time_slot_refuses_seconds_zones_and_empty_slots() -> None:
-    with pytest.raises(InvalidBusinessHours, match="start: .* is not a whole minute"):
+    with pytest.raises(InvalidBusinessHours, match=r"start: .* is not a whole minute"):
         TimeSlot(time(9, 0, 30), time(17))
-    with pytest.raises(InvalidBusinessHours, match="end: .* drop its tzinfo"):
+    with pytest.raises(InvalidBusinessHours, match=r"end: .* drop its tzinfo"):
         TimeSlot(time(9), time(17, tzinfo=UTC))
     with pytest.raises(InvalidBusinessHours, match="is empty"):
         TimeSlot(time(9), time(9))
@@ -138,7 +140,7 @@ def test_weekly_expands_day_ranges_and_groups() -> None:
     by_range = BusinessHours.weekly("UTC", {"mon-fri": slot})
     by_group = BusinessHours.weekly("UTC", {"weekdays": slot})
     by_list = BusinessHours.weekly("UTC", {"mon,tue,wed,thu,fri": slot})
-    by_day = BusinessHours.weekly("UTC", {day: slot for day in list(Weekday)[:5]})
+    by_day = BusinessHours.weekly("UTC", dict.fromkeys(list(Weekday)[:5], slot))
 
     assert by_range == by_group == by_list == by_day
     assert by_range.schedule[Weekday.SATURDAY] == ()
@@ -459,7 +461,8 @@ def test_next_open_is_the_instant_itself_when_open_and_always_utc() -> None:
     opening = NINE_TO_FIVE.next_open(inside)
 
     assert opening == inside
-    assert opening is not None and opening.tzinfo is UTC
+    assert opening is not None
+    assert opening.tzinfo is UTC
 
 
 def test_next_open_from_friday_evening_is_monday_morning() -> None:

@@ -13,12 +13,14 @@ UTC = timezone.utc
 NEW_YORK = "America/New_York"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def local(zone: str, *args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=ZoneInfo(zone), fold=fold)  # type: ignore[misc]
+def local(
+    zone: str, year: int, month: int, day: int, hour: int = 0, minute: int = 0, *, fold: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(zone), fold=fold)
 
 
 def open_time(hours: BusinessHours, start: datetime, end: datetime) -> timedelta:
@@ -56,7 +58,8 @@ def test_window_opening_in_spring_forward_gap_opens_when_the_clock_jumps() -> No
     opening = hours.next_open(utc(2026, 3, 8, 5, 0))
 
     assert opening == utc(2026, 3, 8, 7, 0)  # 03:00 EDT, the first wall time >= 02:30
-    assert opening is not None and opening.astimezone(ZoneInfo(NEW_YORK)).hour == 3
+    assert opening is not None
+    assert opening.astimezone(ZoneInfo(NEW_YORK)).hour == 3
     assert not hours.is_open(utc(2026, 3, 8, 6, 59))
     assert hours.next_close(opening) == utc(2026, 3, 8, 9, 0)  # 05:00 EDT
 
@@ -209,7 +212,8 @@ def test_window_opening_at_midnight_opens_at_one_when_the_day_starts_at_one(
     opening = hours.next_open(previous_evening)
 
     assert opening == first_instant
-    assert opening is not None and opening.astimezone(ZoneInfo(zone)).hour == 1
+    assert opening is not None
+    assert opening.astimezone(ZoneInfo(zone)).hour == 1
     assert hours.next_close(opening) == first_instant + timedelta(hours=1)
     # 00:30 does not exist: zoneinfo maps it past the jump, into the open window
     assert hours.is_open(local(zone, day.year, day.month, day.day, 0, 30))

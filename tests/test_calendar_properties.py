@@ -8,6 +8,7 @@ two whole UTC minutes nothing can change: sampling whole minutes is exhaustive.
 
 from __future__ import annotations
 
+import itertools
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -96,8 +97,8 @@ def slot_pairs() -> st.SearchStrategy[tuple[int, int]]:
     return st.builds(
         lambda start, length: (start * 5, (start * 5 + length * 5) % 1440),
         st.integers(0, 287),
-        st.integers(1, 288),
-    )
+        st.integers(1, 287),
+    ) | st.just((0, 0))
 
 
 @st.composite
@@ -133,12 +134,15 @@ def minute_grid(start: datetime, count: int) -> list[datetime]:
     return [first + k * MINUTE for k in range(count)]
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(spec=specs(), start=instants(whole_minute=True))
 def test_is_open_agrees_with_a_minute_by_minute_scan(spec: Spec, start: datetime) -> None:
     hours = spec.build()
-    for instant in minute_grid(start, WINDOW_MINUTES):
-        assert hours.is_open(instant) == spec.is_open(instant), instant
+    grid = minute_grid(start, WINDOW_MINUTES)
+
+    mismatches = [t for t in grid if hours.is_open(t) != spec.is_open(t)]
+
+    assert mismatches == []
 
 
 @settings(max_examples=60, deadline=None)
@@ -190,14 +194,14 @@ def test_open_intervals_are_exactly_the_open_minutes(spec: Spec, start: datetime
 
     for opening, closing in intervals:
         assert start <= opening < closing <= end
-    for (_, closing), (opening, _) in zip(intervals, intervals[1:]):
+    for (_, closing), (opening, _) in itertools.pairwise(intervals):
         assert closing < opening  # sorted, disjoint and never adjacent (maximal)
     covered = [any(a <= t < b for a, b in intervals) for t in minute_grid(start, WINDOW_MINUTES)]
     expected = [spec.is_open(t) for t in minute_grid(start, WINDOW_MINUTES)]
     assert covered == expected
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(parts=st.lists(specs(), min_size=2, max_size=3), start=instants())
 def test_intersection_agrees_with_all_of_its_parts(parts: list[Spec], start: datetime) -> None:
     calendars = [spec.build() for spec in parts]

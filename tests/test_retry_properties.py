@@ -149,7 +149,7 @@ def allowed_by(cap: AttemptCap, attempts: Sequence[datetime], at: datetime) -> b
     return cap.earliest_allowed(attempts, at) is None
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     policies(), instants, st.lists(call_results(), min_size=1, max_size=12), st.integers(0, 2**32)
 )
@@ -201,7 +201,7 @@ def test_a_recipient_never_exceeds_the_budget_or_any_cap(
             assert allowed_by(cap, attempts[:index], attempts[index])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     policies(),
     st.lists(st.sampled_from(sorted(DEFAULT_RETRYABLE_OUTCOMES)), min_size=12, max_size=12),
@@ -230,7 +230,7 @@ def test_a_policy_that_retries_every_outcome_stops_exactly_at_max_attempts(
     assert len(attempts) == policy.max_attempts
 
 
-@FAST
+@settings(max_examples=60, deadline=None)
 @given(policies())
 def test_every_serialisable_policy_round_trips(policy: RetryPolicy) -> None:
     assert RetryPolicy.from_dict(policy.to_dict()) == policy
@@ -246,7 +246,7 @@ def office_hours(draw: st.DrawFn) -> BusinessHours:
     )
 
 
-@FAST
+@settings(max_examples=60, deadline=None)
 @given(
     policies(),
     office_hours(),

@@ -10,6 +10,7 @@ event loop never stalls on the database.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -57,9 +58,10 @@ class AsyncDialer(_Base):
             if claims:
                 await asyncio.gather(*(self._place(c) for c in claims))
             progressed = bool(claims or plan.transitions or plan.skips or plan.defers)
-            now2 = self.clock.now()
-            if progressed and plan.wake_at is not None and plan.wake_at <= now2:
-                now = now2
+            if progressed:
+                # something changed (claims, skips, deferrals, transitions): look again, so
+                # a campaign left with nothing to dial completes at once
+                now = self.clock.now()
                 continue
             return plan.wake_at
 
@@ -73,7 +75,7 @@ class AsyncDialer(_Base):
 
     async def recover(self) -> int:
         now = self.clock.now()
-        attempts = await self._db(self.core.unfinished, now, True)
+        attempts = await self._db(partial(self.core.unfinished, now, own_only=True))
         for attempt in attempts:
             await self._reconcile_one(now, attempt.id, attempt.provider, attempt.external_call_id)
         self._recovered = True
@@ -86,15 +88,19 @@ class AsyncDialer(_Base):
     ) -> RunSummary:
         started = self.clock.now()
         placed0, applied0 = self.calls_placed, self.events_applied
-        ticks = 0
         if not self._recovered:
             await self.recover()
         advance = getattr(self.clock, "advance_to", None)
+        wake = await self.tick()
+        ticks = 1
         while max_ticks is None or ticks < max_ticks:
-            ticks += 1
-            wake = await self.tick()
             now = self.clock.now()
-            if await self._deliver_due(now):
+            delivered, freed = await self._deliver_due(now)
+            if freed or self._tick_due(now, wake):
+                wake = await self.tick()
+                ticks += 1
+                continue
+            if delivered:
                 continue
             nxt = self._next_wake(wake)
             if nxt is None or (until is not None and nxt > until):
@@ -103,7 +109,8 @@ class AsyncDialer(_Base):
                 if advance is not None:
                     advance(nxt)
                 else:
-                    await self._sleep_until(nxt)
+                    if await self._sleep_until(nxt):
+                        wake = now
         if until is not None and advance is not None and self.clock.now() < until:
             advance(until)
         return RunSummary(
@@ -130,7 +137,8 @@ class AsyncDialer(_Base):
                 try:
                     wake = await self.tick()
                     now = self.clock.now()
-                    if await self._deliver_due(now):
+                    delivered, _freed = await self._deliver_due(now)
+                    if delivered:
                         continue
                     nxt = self._next_wake(wake)
                 except Exception:
@@ -166,27 +174,31 @@ class AsyncDialer(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _sleep_until(self, when: datetime | None) -> None:
+    async def _sleep_until(self, when: datetime | None) -> bool:
+        """Sleep until ``when`` or a wake-up; True when woken."""
         if self._wake is None:
             self._wake = asyncio.Event()
         timeout = None if when is None else max(0.0, (when - self.clock.now()).total_seconds())
+        woken = True
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except asyncio.TimeoutError:
-            pass
+            woken = False
         self._wake.clear()
+        return woken
 
     # -- I/O -----------------------------------------------------------------------------------------
 
-    async def _deliver_due(self, now: datetime) -> int:
-        n = 0
+    async def _deliver_due(self, now: datetime) -> tuple[int, int]:
+        n = freed = 0
         for source in self._event_sources():
             for event in source.due_events(now):
                 result = await self._db(self.core.apply_event, now, event)
                 self.events_applied += result.effect is not None
+                freed += result.freed
                 self._log_result(result, event)
                 n += 1
-        return n
+        return n, freed
 
     async def _place(self, claim: Claim) -> None:
         provider = self.provider_for(claim.provider)

@@ -196,9 +196,10 @@ class Dialer(_Base):
             if claims:
                 self._place_all(claims)
             progressed = bool(claims or plan.transitions or plan.skips or plan.defers)
-            now2 = self.clock.now()
-            if progressed and plan.wake_at is not None and plan.wake_at <= now2:
-                now = now2
+            if progressed:
+                # something changed (claims, skips, deferrals, transitions): look again, so
+                # a campaign left with nothing to dial completes at once
+                now = self.clock.now()
                 continue
             return plan.wake_at
 

@@ -357,7 +357,8 @@ class RepositoryContract:
         for got, stored in pairs:
             assert got is not None
             assert got.utcoffset() is not None
-            assert got == stored
+            # Compared in UTC: under PEP 495 a wall time in a DST fold (``start``)
+            # never equals a datetime of another zone, even for the same instant.
             assert got.astimezone(UTC) == stored.astimezone(UTC)
 
     def test_missing_campaign_is_not_found(self, repo: Repository) -> None:
@@ -818,6 +819,32 @@ class RepositoryContract:
                 now_due.id,
             ]
             assert uow.next_due_at(campaign.id, at_two_hours) is None
+
+    def test_due_times_are_compared_as_instants_across_a_dst_fold(self, repo: Repository) -> None:
+        new_york = ZoneInfo("America/New_York")
+        # 2026-11-01 01:30 happens twice in New York: fold=1 is the later (06:30Z).
+        first_0145 = datetime(2026, 11, 1, 1, 45, tzinfo=new_york)  # 05:45Z
+        second_0130 = datetime(2026, 11, 1, 1, 30, tzinfo=new_york, fold=1)  # 06:30Z
+        campaign = make_campaign()
+        early, late = seed(
+            repo,
+            campaign,
+            [
+                make_recipient(campaign, phone(1), next_attempt_at=second_0130),
+                make_recipient(campaign, phone(2), next_attempt_at=first_0145),
+            ],
+        )
+        between = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+        with repo.transaction() as uow:
+            assert ids(uow.due_recipients(campaign.id, between, 10)) == [late.id]
+            next_due = uow.next_due_at(campaign.id, between)
+            assert next_due is not None
+            assert next_due.astimezone(UTC) == datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
+            # ``now`` in the zone itself: 01:50 (first pass) is before 01:30 (second pass).
+            at_0150 = datetime(2026, 11, 1, 1, 50, tzinfo=new_york)
+            assert ids(uow.due_recipients(campaign.id, at_0150, 10)) == [late.id]
+            at_0131_again = datetime(2026, 11, 1, 1, 31, tzinfo=new_york, fold=1)
+            assert ids(uow.due_recipients(campaign.id, at_0131_again, 10)) == [early.id, late.id]
 
     def test_only_pending_recipients_are_due(self, repo: Repository) -> None:
         campaign = make_campaign()

@@ -23,7 +23,7 @@ from outdial.providers import (
     TwilioProvider,
     VapiProvider,
 )
-from providers.servers import (
+from .servers import (
     FakeElevenLabs,
     FakeExotel,
     FakeRetell,

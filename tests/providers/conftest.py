@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from providers.servers import FakeElevenLabs, FakeExotel, FakeRetell, FakeTwilio, FakeVapi
+from .servers import FakeElevenLabs, FakeExotel, FakeRetell, FakeTwilio, FakeVapi
 
 
 @pytest.fixture

@@ -168,12 +168,13 @@ class LoopbackServer:
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.revoked = False  # True: refuse every credential, as after a key rotation
         self._injected: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
 
     @property
@@ -262,7 +263,7 @@ class FakeTwilio(LoopbackServer):
         )
 
     def app(self, request: Recorded) -> Reply:
-        if request.basic_auth() != (self.account_sid, self.auth_token):
+        if self.revoked or request.basic_auth() != (self.account_sid, self.auth_token):
             return self._error(401, 20003, "Authenticate")
         if request.path == f"{self._prefix}.json" and request.method == "POST":
             return self._create(request)
@@ -392,7 +393,7 @@ class FakeVapi(LoopbackServer):
                 return _json_reply(400, {"message": "bad control message"})
             call.update(status="ended", endedReason="assistant-ended-call")
             return _json_reply(200, {"ok": True})
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+        if self.revoked or request.headers.get("authorization") != f"Bearer {self.api_key}":
             return _json_reply(
                 401,
                 {
@@ -510,7 +511,7 @@ class FakeRetell(LoopbackServer):
         self.calls: dict[str, dict[str, Any]] = {}
 
     def app(self, request: Recorded) -> Reply:
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+        if self.revoked or request.headers.get("authorization") != f"Bearer {self.api_key}":
             return _json_reply(401, {"status": "error", "message": "Invalid API key"})
         if request.path == "/v2/create-phone-call" and request.method == "POST":
             if request.headers.get("content-type") != "application/json":
@@ -594,7 +595,7 @@ class FakeElevenLabs(LoopbackServer):
         self.conversations: dict[str, dict[str, Any]] = {}
 
     def app(self, request: Recorded) -> Reply:
-        if request.headers.get("xi-api-key") != self.api_key:
+        if self.revoked or request.headers.get("xi-api-key") != self.api_key:
             return _json_reply(
                 401, {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}
             )
@@ -704,7 +705,7 @@ class FakeExotel(LoopbackServer):
         )
 
     def app(self, request: Recorded) -> Reply:
-        if request.basic_auth() != (self.api_key, self.api_token):
+        if self.revoked or request.basic_auth() != (self.api_key, self.api_token):
             return self._error(401, "Authentication is required to access this resource")
         if request.path == f"{self._prefix}/connect.json" and request.method == "POST":
             if request.headers.get("content-type") != "application/x-www-form-urlencoded":

@@ -15,6 +15,7 @@ global random generator.
 from __future__ import annotations
 
 from outdial.simulation.clock import VirtualClock
+from outdial.simulation.forecast import SimulationResult, sample_numbers, simulate
 from outdial.simulation.provider import (
     AsyncSimulatedProvider,
     Constant,
@@ -27,6 +28,9 @@ from outdial.simulation.provider import (
 )
 
 __all__ = [
+    "sample_numbers",
+    "simulate",
+    "SimulationResult",
     "AsyncSimulatedProvider",
     "Constant",
     "Distribution",

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from outdial._time import require_aware
+from outdial._time import UTC, to_utc
 from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
 from outdial.errors import ConfigurationError, NotFound, RepositoryError, StaleClaim
 from outdial.outcomes import CallOutcome
@@ -68,6 +68,21 @@ _Undo = Callable[[], None]
 
 def _ready_key(priority: int, seq: int) -> int:
     return -priority * _SPAN + seq
+
+
+def _utc(value: datetime, where: str) -> datetime:
+    """``value`` in UTC (``NaiveDatetimeError`` if naive).
+
+    Every comparison here is made in UTC: two wall times of one zone compare
+    naively (01:30 before and after a DST fall-back are "equal"), and under
+    PEP 495 a time in a fold never equals a datetime of another zone.
+    """
+    return value if value.tzinfo is UTC else to_utc(value, where)
+
+
+def _due_utc(recipient: Recipient) -> datetime | None:
+    at = recipient.next_attempt_at
+    return None if at is None else _utc(at, "recipient.next_attempt_at")
 
 
 def _answered(recipient: Recipient) -> int:
@@ -270,7 +285,7 @@ class InMemoryUnitOfWork:
             and (not wanted or c.status in wanted)
             and (needle is None or needle in c.name.casefold())
         ]
-        found.sort(key=lambda c: (c.created_at, s.indexes[c.id].rank), reverse=True)
+        found.sort(key=lambda c: (_utc(c.created_at, ""), s.indexes[c.id].rank), reverse=True)
         items = tuple(self._view(c.id) for c in found[start:stop])
         return Page(items=items, page=page, page_size=page_size, total=len(found))
 
@@ -280,7 +295,7 @@ class InMemoryUnitOfWork:
         """The newest untitled draft (name ``""`` or ``"Untitled Campaign"``) that
         ``created_by`` created at or after ``since``, not deleted; None if none."""
         s = self._check()
-        require_aware(since, "since")
+        since = _utc(since, "since")
         best: Campaign | None = None
         best_key: tuple[datetime, int] | None = None
         for c in s.campaigns.values():
@@ -290,9 +305,9 @@ class InMemoryUnitOfWork:
                 and c.deleted_at is None
                 and c.name in _UNTITLED
                 and c.created_by == created_by
-                and c.created_at >= since
+                and _utc(c.created_at, "") >= since
             ):
-                key = (c.created_at, s.indexes[c.id].rank)
+                key = (_utc(c.created_at, ""), s.indexes[c.id].rank)
                 if best_key is None or key > best_key:
                     best, best_key = c, key
         return None if best is None else self._view(best.id)
@@ -303,7 +318,7 @@ class InMemoryUnitOfWork:
         found = [
             c for c in s.campaigns.values() if c.status in _DISPATCHABLE and c.deleted_at is None
         ]
-        found.sort(key=lambda c: (c.created_at, s.indexes[c.id].rank))
+        found.sort(key=lambda c: (_utc(c.created_at, ""), s.indexes[c.id].rank))
         return [self._view(c.id) for c in found]
 
     # -- recipients -----------------------------------------------------------------
@@ -322,6 +337,7 @@ class InMemoryUnitOfWork:
             self._index(r.campaign_id)
             if r.id in s.recipients or r.id in ids:
                 raise RepositoryError(f"recipient {r.id!r} already exists")
+            _due_utc(r)
             ids.add(r.id)
         by_campaign: dict[str, list[Recipient]] = {}
         for r in recipients:
@@ -402,6 +418,7 @@ class InMemoryUnitOfWork:
             raise RepositoryError(
                 f"recipient {recipient.id!r}: {recipient.phone} is already in the campaign"
             )
+        due = _due_utc(recipient)
         new = recipient if recipient.seq == stored.seq else attrs.evolve(recipient, seq=stored.seq)
         old_counters = index.counters
         old_outcomes = dict(index.outcomes)
@@ -418,7 +435,7 @@ class InMemoryUnitOfWork:
         if new.status is _PENDING and not (
             stored.status is _PENDING
             and new.priority == stored.priority
-            and new.next_attempt_at == stored.next_attempt_at
+            and due == _due_utc(stored)
         ):
             self._push(index, new)
 
@@ -486,10 +503,11 @@ class InMemoryUnitOfWork:
         """Index a pending recipient in the heap it belongs to (duplicates are harmless)."""
         if rec.status is not _PENDING:
             return
-        if rec.next_attempt_at is None:
+        due = _due_utc(rec)
+        if due is None:
             heapq.heappush(index.ready, _ready_key(rec.priority, rec.seq))
         else:
-            heapq.heappush(index.waiting, (rec.next_attempt_at, rec.seq))
+            heapq.heappush(index.waiting, (due, rec.seq))
 
     def _pending_at(self, index: _CampaignIndex, seq: int) -> Recipient | None:
         """The pending recipient at ``seq``, None if there is none."""
@@ -506,7 +524,7 @@ class InMemoryUnitOfWork:
         while waiting and waiting[0][0] <= now:
             due, seq = heapq.heappop(waiting)
             rec = self._pending_at(index, seq)
-            if rec is not None and rec.next_attempt_at == due:
+            if rec is not None and _due_utc(rec) == due:
                 heapq.heappush(index.ready, _ready_key(rec.priority, seq))
         if index.watermark is None or now > index.watermark:
             index.watermark = now
@@ -515,7 +533,7 @@ class InMemoryUnitOfWork:
         """Up to ``limit`` pending recipients due at ``now`` (``next_attempt_at`` None or
         <= now), highest priority first, then insertion order. Claims nothing."""
         s = self._check()
-        require_aware(now, "now")
+        now = _utc(now, "now")
         index = s.indexes.get(campaign_id)
         if index is None or limit <= 0:
             return []
@@ -531,9 +549,10 @@ class InMemoryUnitOfWork:
             rec = self._pending_at(index, seq)
             if rec is None or rec.priority != -negative_priority:
                 continue  # stale entry
-            if rec.next_attempt_at is not None and rec.next_attempt_at > now:
+            due = _due_utc(rec)
+            if due is not None and due > now:
                 # Promoted at a later ``now`` than this one: wait again.
-                heapq.heappush(index.waiting, (rec.next_attempt_at, seq))
+                heapq.heappush(index.waiting, (due, seq))
                 continue
             taken.append(key)
             found.append(rec)
@@ -544,7 +563,7 @@ class InMemoryUnitOfWork:
     def next_due_at(self, campaign_id: str, now: datetime) -> datetime | None:
         """The earliest ``next_attempt_at`` later than ``now`` among pending recipients."""
         s = self._check()
-        require_aware(now, "now")
+        now = _utc(now, "now")
         index = s.indexes.get(campaign_id)
         if index is None:
             return None
@@ -553,7 +572,7 @@ class InMemoryUnitOfWork:
         while waiting:
             due, seq = waiting[0]
             rec = self._pending_at(index, seq)
-            if rec is not None and rec.next_attempt_at == due:
+            if rec is not None and _due_utc(rec) == due:
                 break
             heapq.heappop(waiting)
         best = waiting[0][0] if waiting else None
@@ -562,7 +581,7 @@ class InMemoryUnitOfWork:
             # (now, watermark] already sit in the ready heap. Rare; scan it.
             for key in index.ready:
                 rec = self._pending_at(index, key % _SPAN)
-                at = None if rec is None else rec.next_attempt_at
+                at = None if rec is None else _due_utc(rec)
                 if at is not None and at > now and (best is None or at < best):
                     best = at
         return best
@@ -571,7 +590,7 @@ class InMemoryUnitOfWork:
         """Every pending recipient becomes skipped (``error = reason``, ``updated_at =
         now``); counters move. Returns how many. ``NotFound`` for an unknown campaign."""
         s = self._check()
-        require_aware(now, "now")
+        _utc(now, "now")
         index = self._index(campaign_id)
         recs = s.recipients
         skipped: list[Recipient] = []
@@ -635,7 +654,7 @@ class InMemoryUnitOfWork:
                 s.in_flight_campaign[a.campaign_id] = s.in_flight_campaign.get(a.campaign_id, 0) + 1
         if index is not None and not a.test_call:
             index.counters = attrs.evolve(index.counters, attempts=index.counters.attempts + 1)
-            bisect.insort(index.starts, a.created_at)
+            bisect.insort(index.starts, _utc(a.created_at, "attempt.created_at"))
             duration = _answered_duration(a)
             if duration is not None:
                 count, total = index.durations
@@ -662,7 +681,7 @@ class InMemoryUnitOfWork:
                 _decrement(s.in_flight_campaign, a.campaign_id)
         if index is not None and not a.test_call:
             index.counters = attrs.evolve(index.counters, attempts=index.counters.attempts - 1)
-            pos = bisect.bisect_left(index.starts, a.created_at)
+            pos = bisect.bisect_left(index.starts, _utc(a.created_at, "attempt.created_at"))
             del index.starts[pos]
             duration = _answered_duration(a)
             if duration is not None:
@@ -685,7 +704,7 @@ class InMemoryUnitOfWork:
         ``NotFound`` if a non-test attempt's campaign does not exist.
         """
         s = self._check()
-        require_aware(attempt.created_at, "attempt.created_at")
+        _utc(attempt.created_at, "attempt.created_at")
         if attempt.id in s.attempts:
             raise RepositoryError(f"attempt {attempt.id!r} already exists")
         if not attempt.test_call:
@@ -721,7 +740,7 @@ class InMemoryUnitOfWork:
             raise NotFound("attempt", attempt.id)
         if stored.claim_token > attempt.claim_token:
             raise StaleClaim(attempt.id, attempt.claim_token)
-        require_aware(attempt.created_at, "attempt.created_at")
+        _utc(attempt.created_at, "attempt.created_at")
         if not attempt.test_call:
             self._index(attempt.campaign_id)
         self._check_external(attempt)
@@ -738,7 +757,7 @@ class InMemoryUnitOfWork:
         """The recipient's attempts by number (then creation)."""
         s = self._check()
         found = [s.attempts[i] for i in s.attempts_by_recipient.get(recipient_id, ())]
-        found.sort(key=lambda a: (a.number, a.created_at))
+        found.sort(key=lambda a: (a.number, _utc(a.created_at, "")))
         return found
 
     def attempt_starts(
@@ -747,14 +766,15 @@ class InMemoryUnitOfWork:
         """For every id asked, the sorted ``created_at`` (>= since) of its non-test
         attempts (an empty list when it has none)."""
         s = self._check()
-        require_aware(since, "since")
+        since = _utc(since, "since")
         starts: dict[str, list[datetime]] = {}
         for rid in recipient_ids:
-            starts[rid] = sorted(
-                a.created_at
+            found = (
+                _utc(a.created_at, "")
                 for a in (s.attempts[i] for i in s.attempts_by_recipient.get(rid, ()))
-                if not a.test_call and a.created_at >= since
+                if not a.test_call
             )
+            starts[rid] = sorted(t for t in found if t >= since)
         return starts
 
     def in_flight(self) -> InFlightCounts:
@@ -771,8 +791,8 @@ class InMemoryUnitOfWork:
         """Non-test attempt starts of the campaign: those in ``(now - 60 s, now]``, the
         latest one at or before ``now`` and how many in ``[day_start, now]``."""
         s = self._check()
-        require_aware(now, "now")
-        require_aware(day_start, "day_start")
+        now = _utc(now, "now")
+        day_start = _utc(day_start, "day_start")
         index = s.indexes.get(campaign_id)
         if index is None:
             return DialStats()
@@ -790,9 +810,13 @@ class InMemoryUnitOfWork:
         """Attempts not ended (test calls too) created before ``started_before``, oldest
         first."""
         s = self._check()
-        require_aware(started_before, "started_before")
-        found = [a for a in (s.attempts[i] for i in s.unfinished) if a.created_at < started_before]
-        found.sort(key=lambda a: a.created_at)
+        started_before = _utc(started_before, "started_before")
+        found = [
+            a
+            for a in (s.attempts[i] for i in s.unfinished)
+            if _utc(a.created_at, "") < started_before
+        ]
+        found.sort(key=lambda a: _utc(a.created_at, ""))
         return found
 
     # -- suppression ------------------------------------------------------------------
@@ -801,7 +825,7 @@ class InMemoryUnitOfWork:
         """Put ``phone`` on the workspace's do-not-call list (a second time changes
         nothing: the first reason and time are kept)."""
         s = self._check()
-        require_aware(now, "now")
+        _utc(now, "now")
         listed = s.suppressions.setdefault(workspace_id, {})
         if phone in listed:
             return

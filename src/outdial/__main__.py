@@ -1,0 +1,4 @@
+from outdial.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,326 @@
+"""Whole campaigns through the runners, in virtual time, with invariants checked."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from outdial import (
+    AgentSettings,
+    AsyncDialer,
+    BusinessHours,
+    CallEvent,
+    CallOutcome,
+    CallStatus,
+    CampaignService,
+    CampaignStatus,
+    Dialer,
+    EventBus,
+    RetryPolicy,
+)
+from outdial.errors import ProviderUnavailable
+from outdial.ports import DialRequest, PlacedCall, SystemClock
+from outdial.recipient import AttemptStatus, RecipientStatus
+from outdial.retry import Fixed
+from outdial.simulation import SimulatedProvider, SimulationProfile, VirtualClock, sample_numbers
+from outdial.testing import InMemoryRepository
+
+from invariants import all_attempts, all_recipients, check_campaign
+
+UTC = timezone.utc
+MONDAY_8AM_NY = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
+NY_HOURS = BusinessHours.weekly("America/New_York", {"mon-fri": [("09:00", "17:00")]})
+
+
+def setup(
+    n: int,
+    *,
+    start: datetime = MONDAY_8AM_NY,
+    profile: SimulationProfile | None = None,
+    hours: BusinessHours | None = NY_HOURS,
+    concurrency: int = 5,
+    seed: int = 1,
+    **fields: object,
+) -> tuple[CampaignService, InMemoryRepository, VirtualClock, SimulatedProvider, EventBus, str]:
+    clock = VirtualClock(start)
+    repo = InMemoryRepository()
+    bus = EventBus()
+    provider = SimulatedProvider(clock, profile or SimulationProfile(), seed=seed)
+    service = CampaignService(repo, clock=clock, events=bus, providers=provider)
+    campaign = service.create(
+        "w1",
+        name="Scenario",
+        agent=AgentSettings(provider="simulated", prompt_template="Hi {first_name}"),
+        business_hours=hours,
+        concurrency_limit=concurrency,
+        recipients=[{"phone_number": p, "first_name": "X"} for p in sample_numbers(n, seed=seed)],
+        **fields,
+    )
+    service.start("w1", campaign.id)
+    return service, repo, clock, provider, bus, campaign.id
+
+
+def test_campaign_runs_to_completion_within_business_hours() -> None:
+    service, repo, clock, provider, bus, cid = setup(
+        60, retry_policy=RetryPolicy(max_attempts=3, backoff=Fixed(timedelta(hours=3)))
+    )
+    summary = Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1)).run_until_idle()
+    campaign = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert campaign.status is CampaignStatus.COMPLETED
+    assert campaign.counters.remaining == 0
+    assert summary.calls_placed == campaign.counters.attempts
+    assert provider.max_concurrent <= 5
+    # retries three hours later land in the next window, never off-hours (checked above)
+    assert summary.virtual_duration > timedelta(hours=3)
+
+
+def test_async_dialer_gives_the_same_result_as_the_sync_one() -> None:
+    results = []
+    for use_async in (False, True):
+        service, repo, clock, provider, bus, cid = setup(40, seed=3)
+        if use_async:
+            dialer = AsyncDialer(
+                repo, provider.as_async(), clock=clock, events=bus, rng=random.Random(5),
+                new_id=_ids(),
+            )
+            asyncio.run(dialer.run_until_idle())
+        else:
+            Dialer(
+                repo, provider, clock=clock, events=bus, rng=random.Random(5), new_id=_ids()
+            ).run_until_idle()
+        campaign = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+        results.append((campaign.status, campaign.counters, clock.now()))
+    assert results[0] == results[1]
+
+
+def _ids():  # deterministic attempt ids
+    counter = iter(range(10**9))
+    return lambda: f"id{next(counter)}"
+
+
+def test_campaign_across_the_dst_change_keeps_local_hours() -> None:
+    # Friday 2026-10-30; New York falls back on Sunday 2026-11-01.
+    start = datetime(2026, 10, 30, 20, 0, tzinfo=UTC)  # 16:00 EDT
+    service, repo, clock, provider, bus, cid = setup(
+        80,
+        start=start,
+        concurrency=3,
+        retry_policy=RetryPolicy(max_attempts=2, backoff=Fixed(timedelta(minutes=30))),
+    )
+    Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(2)).run_until_idle()
+    campaign = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert campaign.status is CampaignStatus.COMPLETED
+    recipients = all_recipients(repo, cid)
+    starts = sorted(a.created_at for lst in all_attempts(repo, recipients).values() for a in lst)
+    monday = [t for t in starts if t.date() == datetime(2026, 11, 2).date()]
+    assert monday and min(monday) == datetime(2026, 11, 2, 14, 0, tzinfo=UTC)  # 09:00 EST
+
+
+def test_overnight_window_across_midnight() -> None:
+    hours = BusinessHours.weekly("America/New_York", {"mon": [("22:00", "02:00")]})
+    start = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # Monday 21:00 New York
+    service, repo, clock, provider, bus, cid = setup(
+        150, start=start, hours=hours, concurrency=1,
+        retry_policy=RetryPolicy(max_attempts=1),
+    )
+    Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(2)).run_until_idle()
+    check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    recipients = all_recipients(repo, cid)
+    starts = [a.created_at for lst in all_attempts(repo, recipients).values() for a in lst]
+    assert any(t.astimezone(hours.zone).hour < 2 for t in starts)  # after midnight counts
+    assert all(t.astimezone(hours.zone).hour in (22, 23, 0, 1) for t in starts)
+
+
+def test_paused_campaign_places_no_calls_and_in_flight_calls_finish() -> None:
+    service, repo, clock, provider, bus, cid = setup(30, hours=None, concurrency=5)
+    dialer = Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1))
+    dialer.tick()
+    service.pause("w1", cid)
+    placed_before = provider.calls_placed
+    dialer.run_until_idle(until=clock.now() + timedelta(hours=5))
+    assert provider.calls_placed == placed_before == 5
+    c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert c.status is CampaignStatus.PAUSED and c.counters.in_flight == 0
+    service.resume("w1", cid)
+    dialer.run_until_idle()
+    c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert c.status is CampaignStatus.COMPLETED
+
+
+def test_opt_out_suppresses_the_number_in_every_campaign_of_the_workspace() -> None:
+    profile = SimulationProfile(answer_rate=0.0, voicemail_rate=0.0, busy_rate=0.0,
+                                failed_rate=0.0, invalid_number_rate=0.0, opted_out_rate=1.0)
+    service, repo, clock, provider, bus, cid = setup(3, hours=None, profile=profile)
+    numbers = [r.phone for r in all_recipients(repo, cid)]
+    other = service.create(
+        "w1", name="Second", agent=AgentSettings(provider="simulated"),
+        recipients=[{"phone_number": n} for n in numbers],
+    )
+    Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1)).run_until_idle()
+    service.start("w1", other.id)
+    Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1)).run_until_idle()
+    second = check_campaign(repo, other.id, now=clock.now(), suppressed=numbers)
+    assert second.counters.skipped == 3
+    assert second.status is CampaignStatus.COMPLETED
+
+
+def test_duplicate_late_and_reordered_events_are_applied_once() -> None:
+    profile = SimulationProfile(duplicate_rate=0.5, reorder_rate=0.5)
+    service, repo, clock, provider, bus, cid = setup(60, hours=None, profile=profile)
+    Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1)).run_until_idle()
+    c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert c.status is CampaignStatus.COMPLETED
+    assert c.counters.attempts == provider.calls_placed
+
+
+def test_unknown_fate_dials_are_reconciled_never_redialled_blindly() -> None:
+    profile = SimulationProfile(unknown_fate_rate=0.3)
+    service, repo, clock, provider, bus, cid = setup(
+        40, hours=None, profile=profile, retry_policy=RetryPolicy(max_attempts=3)
+    )
+    Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1)).run_until_idle()
+    c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert c.status is CampaignStatus.COMPLETED
+    assert provider.overlapping_calls == 0  # the provider never saw two live calls to one number
+
+
+class CrashAfterRecording:
+    """A provider whose process 'dies' after the attempt is recorded: place_call raises
+    a BaseException the dialer does not catch, like a SIGKILL between commit and dial."""
+
+    name = "simulated"
+
+    def __init__(self, inner: SimulatedProvider, crash_on: int) -> None:
+        self.inner = inner
+        self.crash_on = crash_on
+        self.seen = 0
+
+    def place_call(self, request: DialRequest) -> PlacedCall:
+        self.seen += 1
+        if self.seen == self.crash_on:
+            self.inner.place_call(request)  # the provider got it...
+            raise KeyboardInterrupt("process died")  # ...but we never heard back
+        return self.inner.place_call(request)
+
+    def cancel_call(self, external_call_id: str) -> None:
+        self.inner.cancel_call(external_call_id)
+
+    def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
+        return self.inner.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
+
+    def next_event_at(self) -> datetime | None:
+        return self.inner.next_event_at()
+
+    def due_events(self, now: datetime) -> list[CallEvent]:
+        return self.inner.due_events(now)
+
+
+def test_restart_after_a_crash_reconciles_instead_of_redialling() -> None:
+    service, repo, clock, provider, bus, cid = setup(10, hours=None, concurrency=2)
+    crashing = CrashAfterRecording(provider, crash_on=3)
+    first = Dialer(repo, crashing, clock=clock, events=bus, worker_id="w-a")
+    with pytest.raises(KeyboardInterrupt):
+        first.run_until_idle()
+    with repo.transaction() as uow:
+        dialing = [a for a in uow.unfinished_attempts(started_before=clock.now() + timedelta(1))
+                   if a.status is AttemptStatus.DIALING]
+    assert len(dialing) == 1
+    # restart with the same worker id: recovery asks the provider first
+    second = Dialer(repo, provider, clock=clock, events=bus, worker_id="w-a")
+    second.run_until_idle()
+    c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert c.status is CampaignStatus.COMPLETED
+    assert provider.overlapping_calls == 0
+    with repo.transaction() as uow:
+        crashed = uow.get_attempt(dialing[0].id)
+    assert crashed is not None and crashed.external_call_id is not None  # learned from provider
+
+
+def test_long_running_dialer_is_event_driven() -> None:
+    """With the real clock: a webhook that ends a call gets the next call placed at once."""
+    repo = InMemoryRepository()
+    events: list[DialRequest] = []
+    placed = threading.Event()
+
+    class Manual:
+        name = "manual"
+
+        def place_call(self, request: DialRequest) -> PlacedCall:
+            events.append(request)
+            placed.set()
+            return PlacedCall("manual", f"call-{len(events)}")
+
+        def cancel_call(self, external_call_id: str) -> None:
+            pass
+
+        def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
+            raise ProviderUnavailable("cannot tell", placed=None)
+
+    service = CampaignService(repo, providers=Manual())
+    campaign = service.create(
+        "w1", name="live", agent=AgentSettings(provider="simulated"), concurrency_limit=1,
+        recipients=[{"phone_number": p} for p in sample_numbers(3)],
+    )
+    dialer = Dialer(repo, Manual(), clock=SystemClock(), reconcile_interval=timedelta(hours=1))
+    service._on_change = dialer.wake  # the service wakes the dialer (as a web app would)
+    with dialer:
+        service.start("w1", campaign.id)
+        assert placed.wait(5)
+        for n in range(3):
+            placed.clear()
+            req = events[-1]
+            t0 = time.perf_counter()
+            dialer.submit(
+                CallEvent("manual", CallStatus.ENDED, attempt_id=req.attempt_id,
+                          outcome=CallOutcome.ANSWERED)
+            )
+            if n < 2:
+                assert placed.wait(5)
+                assert time.perf_counter() - t0 < 1.0
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            if service.get("w1", campaign.id).campaign.status is CampaignStatus.COMPLETED:
+                break
+            time.sleep(0.01)
+    assert service.get("w1", campaign.id).campaign.status is CampaignStatus.COMPLETED
+    assert len(events) == 3
+
+
+def test_recipient_variables_reach_the_provider() -> None:
+    service, repo, clock, provider, bus, cid = setup(1, hours=None)
+    seen: list[DialRequest] = []
+
+    class Spy:
+        name = "simulated"
+
+        def place_call(self, request: DialRequest) -> PlacedCall:
+            seen.append(request)
+            return provider.place_call(request)
+
+        def cancel_call(self, external_call_id: str) -> None: ...
+
+        def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
+            return provider.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
+
+    dialer = Dialer(repo, Spy(), clock=clock, events=bus)
+    dialer.tick()
+    assert seen[0].variables["first_name"] == "X"
+    assert seen[0].prompt == "Hi X"
+
+
+def test_expiry_cancels_and_skips_what_is_pending() -> None:
+    service, repo, clock, provider, bus, cid = setup(
+        30, hours=None, concurrency=1, expires_at=MONDAY_8AM_NY + timedelta(minutes=5)
+    )
+    Dialer(repo, provider, clock=clock, events=bus).run_until_idle()
+    c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert c.status is CampaignStatus.CANCELLED and c.status_reason == "expired"
+    assert c.counters.skipped > 0 and c.counters.in_flight == 0
+    assert all(
+        r.status is not RecipientStatus.PENDING for r in all_recipients(repo, cid)
+    )
