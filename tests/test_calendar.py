@@ -439,7 +439,9 @@ def test_invalid_config_is_refused_with_field_path_and_value(
 
 
 @pytest.mark.parametrize(
-    "calendar", [NINE_TO_FIVE, ALWAYS_OPEN, NINE_TO_FIVE.intersect(ALWAYS_OPEN)], ids=str
+    "calendar",
+    [NINE_TO_FIVE, ALWAYS_OPEN, NINE_TO_FIVE.intersect(ALWAYS_OPEN)],
+    ids=["business-hours", "always-open", "intersection"],
 )
 def test_every_method_refuses_a_naive_datetime(calendar: Calendar) -> None:
     naive = datetime(2026, 6, 15, 10, 0)

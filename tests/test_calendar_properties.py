@@ -165,7 +165,7 @@ def test_next_open_is_open_and_nothing_before_it_is(spec: Spec, start: datetime)
         assert opening == start
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(spec=specs(), start=instants())
 def test_next_close_ends_the_current_or_next_open_interval(spec: Spec, start: datetime) -> None:
     hours = spec.build()
@@ -184,7 +184,7 @@ def test_next_close_ends_the_current_or_next_open_interval(spec: Spec, start: da
     assert all(spec.is_open(t) for t in minute_grid(opening, WINDOW_MINUTES) if t < closing)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(spec=specs(), start=instants(whole_minute=True))
 def test_open_intervals_are_exactly_the_open_minutes(spec: Spec, start: datetime) -> None:
     hours = spec.build()
@@ -201,7 +201,7 @@ def test_open_intervals_are_exactly_the_open_minutes(spec: Spec, start: datetime
     assert covered == expected
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(parts=st.lists(specs(), min_size=2, max_size=3), start=instants())
 def test_intersection_agrees_with_all_of_its_parts(parts: list[Spec], start: datetime) -> None:
     calendars = [spec.build() for spec in parts]

@@ -170,7 +170,7 @@ def test_opt_out_suppresses_the_number_in_every_campaign_of_the_workspace() -> N
 
 
 def test_duplicate_late_and_reordered_events_are_applied_once() -> None:
-    profile = SimulationProfile(duplicate_rate=0.5, reorder_rate=0.5)
+    profile = SimulationProfile(duplicate_rate=0.5, reorder_rate=0.5, progress_events=True)
     service, repo, clock, provider, bus, cid = setup(60, hours=None, profile=profile)
     Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1)).run_until_idle()
     c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))

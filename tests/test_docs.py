@@ -90,6 +90,8 @@ def run_blocks(path: Path, blocks: list[tuple[int, str]]) -> None:
                     for f in traceback.extract_tb(exc.__traceback__)
                     if f.filename == filename and f.lineno is not None
                 ]
+                if isinstance(exc, SyntaxError) and exc.filename == filename and exc.lineno:
+                    in_block.append(exc.lineno)
                 where = f" (file line {lineno + in_block[-1]})" if in_block else ""
                 pytest.fail(
                     f"{_shown(path)}: the python block at line {lineno} failed{where}:\n"
@@ -152,3 +154,11 @@ def test_a_failing_block_names_file_line_and_error(tmp_path: Path) -> None:
     assert "block at line 7 failed (file line 9)" in message
     assert "assert b == 2" in message
     assert "AssertionError: b is not 2" in message
+
+
+def test_a_syntax_error_names_its_file_line(tmp_path: Path) -> None:
+    with pytest.raises(pytest.fail.Exception) as failure:
+        run_blocks(tmp_path / "page.md", [(4, "x = 1\nif x\n")])
+    message = str(failure.value)
+    assert "block at line 4 failed (file line 6)" in message
+    assert "SyntaxError" in message

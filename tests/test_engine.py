@@ -108,10 +108,15 @@ def test_recipient_local_hours_apply_under_a_rule_set() -> None:
     assert plan.defers[0].until == datetime(2026, 11, 23, 16, 0, tzinfo=UTC)  # 08:00 LA
 
 
-def test_toll_free_number_with_no_common_window_is_skipped() -> None:
+def test_number_whose_zones_share_no_window_is_skipped() -> None:
+    from outdial.calendar import TimeSlot, Weekday
+    from outdial.compliance import CallingRule, RuleSet, register_rule_set
+
+    office = {d: (TimeSlot.parse("09:00", "17:00"),) for d in list(Weekday)[:5]}
+    register_rule_set(RuleSet("us-office-hours", (CallingRule("office", "US", office),)))
     engine = Engine()
-    tf = recipient(1, phone="+18005550100", time_zones=())
-    plan = engine.plan(NOW, Snapshot((shot(campaign(rule_set="us"), [tf]),)))
+    toll_free = recipient(1, phone="+18005550100", time_zones=())
+    plan = engine.plan(NOW, Snapshot((shot(campaign(rule_set="us-office-hours"), [toll_free]),)))
     assert plan.dials == ()
     assert "no permitted window" in plan.skips[0].reason
 

@@ -349,7 +349,7 @@ def _walk_intervals(
 # -- UTC offsets ------------------------------------------------------------------------
 
 _BLOCK = 128 * _DAY
-_SAMPLE_SECONDS = 12 * 3600  # tzdata has no two offset changes this close (checked 1900-2037)
+_SAMPLE_SECONDS = 12 * 3600  # tzdata has no two offset changes within 2 days since 1900
 
 
 class _ZoneTable:
@@ -461,7 +461,6 @@ class _Index:
         "blackout",
         "enabled",
         "ends",
-        "has_exclusions",
         "holidays",
         "never_closes",
         "never_opens",
@@ -490,8 +489,9 @@ class _Index:
         self.ends = tuple(tuple(b for _, b in d) for d in merged)
         self.never_opens = not any(self.starts)
         self.blackout = frozenset(d.toordinal() - _EPOCH_ORDINAL for d in hours.blackout_dates)
-        self.has_exclusions = bool(self.blackout) or self.holidays is not None
-        self.never_closes = not self.has_exclusions and all(d == [(0, _DAY)] for d in merged)
+        self.never_closes = (
+            not self.blackout and self.holidays is None and all(d == [(0, _DAY)] for d in merged)
+        )
         # skip[wd]: days from weekday wd to the next weekday that has slots.
         self.skip = tuple(
             next((k for k in range(7) if self.starts[(wd + k) % 7]), 0) for wd in range(7)
@@ -587,8 +587,9 @@ class _Index:
         if self.never_opens:
             return None
         horizon = min(us + _HORIZON, _MAX_US)
+        segment = self.table.segment
         while us < horizon:
-            offset, end = self.table.segment(us)
+            offset, end = segment(us)
             end = min(end, horizon)
             found = self.next_open_wall(us + offset, end + offset)
             if found is not None:
@@ -781,10 +782,6 @@ def _check_enabled(instance: BusinessHours, attribute: object, value: object) ->
         raise InvalidBusinessHours("enabled", value, "is not true or false")
 
 
-def _build_index(hours: BusinessHours) -> _Index:
-    return _Index(hours)
-
-
 def _flatten(parts: Iterable[Calendar]) -> tuple[Calendar, ...]:
     flat: list[Calendar] = []
     for part in parts:
@@ -823,7 +820,7 @@ class BusinessHours:
     holidays: HolidayCalendar | None = attrs.field(default=None, converter=_to_holidays)
     enabled: bool = attrs.field(default=True, validator=_check_enabled)
     _index: _Index = attrs.field(
-        init=False, repr=False, eq=False, default=attrs.Factory(_build_index, takes_self=True)
+        init=False, repr=False, eq=False, default=attrs.Factory(_Index, takes_self=True)
     )
 
     @classmethod

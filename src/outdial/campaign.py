@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from outdial._attrs import replace
 from outdial._time import require_aware
 from outdial.calendar import BusinessHours
 from outdial.errors import ConfigurationError, InvalidTransition
@@ -198,7 +199,7 @@ class CampaignCounters:
         if new is not None:
             changes[new.value] = changes.get(new.value, getattr(self, new.value)) + 1
         total = self.total + (new is not None) - (old is not None)
-        return attrs.evolve(
+        return replace(
             self,
             total=total,
             answered=self.answered + answered_delta,

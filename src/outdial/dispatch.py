@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from outdial._attrs import replace
 from outdial.campaign import Campaign, CampaignAction, CampaignStatus
 from outdial.engine import (
     CampaignSnapshot,
@@ -151,7 +152,9 @@ class DialerCore:
             retried = [r.id for r in candidates if r.attempts > 0]
             starts = uow.attempt_starts(retried, _EPOCH) if retried else {}
             suppressed = (
-                uow.suppressed(c.workspace_id, [r.phone for r in candidates]) if candidates else set()
+                uow.suppressed(c.workspace_id, [r.phone for r in candidates])
+                if candidates
+                else set()
             )
             shots.append(
                 CampaignSnapshot(
@@ -179,7 +182,7 @@ class DialerCore:
             out.append(RecipientSkipped(r.campaign_id, r.workspace_id, r.id, skip.reason, now))
         for defer in plan.defers:
             r = defer.recipient
-            uow.save_recipient(attrs.evolve(r, next_attempt_at=defer.until, updated_at=now), r)
+            uow.save_recipient(replace(r, next_attempt_at=defer.until, updated_at=now), r)
         claims: list[Claim] = []
         campaigns: dict[str, Campaign] = {}
         for dial in plan.dials:
@@ -270,7 +273,9 @@ class DialerCore:
             )
         self._emit(out)
 
-    def record_dial_error(self, now: datetime, claim: Claim, error: ProviderError) -> ResultDecision:
+    def record_dial_error(
+        self, now: datetime, claim: Claim, error: ProviderError
+    ) -> ResultDecision:
         out: list[DomainEvent] = []
         with self.repository.transaction() as uow:
             attempt = uow.get_attempt(claim.attempt.id)
@@ -312,9 +317,7 @@ class DialerCore:
         history: Sequence[Attempt] = (
             uow.attempts_for(attempt.recipient_id) if recipient is not None and event.final else ()
         )
-        decision = self.engine.on_event(
-            now, campaign, attempt, recipient, event, history, self.rng
-        )
+        decision = self.engine.on_event(now, campaign, attempt, recipient, event, history, self.rng)
         self._store(uow, decision, recipient, now, out)
         return decision
 
@@ -331,7 +334,7 @@ class DialerCore:
         return [a for a in attempts if self.engine.needs_reconcile(a, now)]
 
     def record_reconcile(
-        self, now: datetime, attempt_id: str, view: CallEvent | None | ProviderError
+        self, now: datetime, attempt_id: str, view: CallEvent | ProviderError | None
     ) -> ResultDecision:
         out: list[DomainEvent] = []
         with self.repository.transaction() as uow:
@@ -344,7 +347,7 @@ class DialerCore:
             # Taking over someone else's attempt bumps the fencing token, so the worker
             # that lost it can no longer write it.
             if attempt.worker_id != self.worker_id:
-                taken = attrs.evolve(
+                taken = replace(
                     attempt, worker_id=self.worker_id, claim_token=attempt.claim_token + 1
                 )
                 uow.save_attempt(taken)

@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
+from outdial._attrs import replace
 from outdial._time import UTC
 from outdial.calendar import ALWAYS_OPEN, Calendar
 from outdial.campaign import Campaign, CampaignAction, CampaignStatus
@@ -411,12 +412,12 @@ class Engine:
             if attempt.external_call_id is None:
                 return ResultDecision(
                     Effect.PROGRESS,
-                    attempt=attrs.evolve(
+                    attempt=replace(
                         attempt, external_call_id=placed.external_call_id, provider=placed.provider
                     ),
                 )
             return ResultDecision(Effect.DUPLICATE, reason="already confirmed")
-        new_attempt = attrs.evolve(
+        new_attempt = replace(
             attempt,
             status=AttemptStatus.PLACED,
             provider=placed.provider,
@@ -448,12 +449,12 @@ class Engine:
         if error.placed is None or error.placed is True:
             return ResultDecision(
                 Effect.WAITING,
-                attempt=attrs.evolve(attempt, error=text),
+                attempt=replace(attempt, error=text),
                 recheck_at=now + self.config.dial_confirm_timeout,
                 reason="provider did not say whether the call was placed",
             )
         if attempt.test_call or recipient is None:
-            ended = attrs.evolve(attempt, status=AttemptStatus.ENDED, ended_at=now, error=text)
+            ended = replace(attempt, status=AttemptStatus.ENDED, ended_at=now, error=text)
             return ResultDecision(Effect.APPLIED, attempt=ended, reason=text)
         if error.retryable or isinstance(error, ProviderAuthError):
             # not placed: give the recipient its attempt back and try again later
@@ -462,7 +463,7 @@ class Engine:
                 if isinstance(error, ProviderAuthError)
                 else self.config.provider_retry_delay
             )
-            ended = attrs.evolve(attempt, status=AttemptStatus.ENDED, ended_at=now, error=text)
+            ended = replace(attempt, status=AttemptStatus.ENDED, ended_at=now, error=text)
             decision = self._landed(
                 RetryAt(now + delay, delay, f"provider refused: {text}"), campaign, recipient
             )
@@ -470,7 +471,7 @@ class Engine:
                 now, campaign, ended, recipient, decision, None, counted=False, error=text
             )
         outcome = error.outcome if isinstance(error.outcome, CallOutcome) else CallOutcome.ERROR
-        ended = attrs.evolve(
+        ended = replace(
             attempt, status=AttemptStatus.ENDED, ended_at=now, outcome=outcome, error=text
         )
         starts = _counted_starts(history, include=attempt)
@@ -519,14 +520,13 @@ class Engine:
                     updated_at=now,
                 )
             return ResultDecision(
-                Effect.PROGRESS, attempt=attrs.evolve(attempt, **changes), recipient=new_recipient
+                Effect.PROGRESS, attempt=replace(attempt, **changes), recipient=new_recipient
             )
 
         outcome = event.outcome or CallOutcome.ERROR
         ended_at = event.occurred_at or now
-        if ended_at < attempt.created_at:
-            ended_at = attempt.created_at
-        ended = attrs.evolve(
+        ended_at = max(ended_at, attempt.created_at)
+        ended = replace(
             attempt,
             status=AttemptStatus.ENDED,
             outcome=outcome,
@@ -577,7 +577,7 @@ class Engine:
             duration=event.duration_seconds,
             error=event.error,
         )
-        return attrs.evolve(result, suppress_phone=suppress)
+        return replace(result, suppress_phone=suppress)
 
     def on_reconcile(
         self,
@@ -585,7 +585,7 @@ class Engine:
         campaign: Campaign,
         attempt: Attempt,
         recipient: Recipient | None,
-        view: CallEvent | None | ProviderError,
+        view: CallEvent | ProviderError | None,
         history: Sequence[Attempt],
         rng: RandomSource | None = None,
     ) -> ResultDecision:
@@ -599,7 +599,7 @@ class Engine:
         if isinstance(view, CallEvent):
             return self.on_event(now, campaign, attempt, recipient, view, history, rng)
         if view is None and attempt.status is AttemptStatus.DIALING:
-            ended = attrs.evolve(
+            ended = replace(
                 attempt,
                 status=AttemptStatus.ENDED,
                 ended_at=now,
@@ -618,7 +618,7 @@ class Engine:
                 recheck_at=now + self.config.dial_confirm_timeout,
                 reason="fate unknown; asking again later",
             )
-        ended = attrs.evolve(
+        ended = replace(
             attempt,
             status=AttemptStatus.ENDED,
             ended_at=now,
@@ -706,7 +706,9 @@ class Engine:
         if status is RecipientStatus.PENDING:  # defensive: a final decision is final
             status = RecipientStatus.FAILED
         new = recipient.moved_to(status, next_attempt_at=None, **common)
-        return ResultDecision(Effect.APPLIED, attempt=attempt, recipient=new, reason=decision.reason)
+        return ResultDecision(
+            Effect.APPLIED, attempt=attempt, recipient=new, reason=decision.reason
+        )
 
 
 class _CampaignCursor:

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from outdial._attrs import replace
 from outdial.errors import InvalidTransition
 from outdial.outcomes import CallOutcome
 
@@ -171,4 +172,4 @@ class Recipient:
         """This recipient in ``status``; ``InvalidTransition`` for a move the table forbids."""
         if (self.status, status) not in RECIPIENT_TRANSITIONS:
             raise InvalidTransition(self.status, f"move to {status.value}", kind="recipient")
-        return attrs.evolve(self, status=status, **changes)
+        return replace(self, status=status, **changes)

@@ -132,10 +132,10 @@ class CalendarLike(Protocol):
 # -- small helpers -------------------------------------------------------------------
 
 
-def _require_timedelta(field: str, value: object, *, positive: bool = True) -> timedelta:
+def _require_timedelta(field: str, value: object) -> timedelta:
     if not isinstance(value, timedelta):
         raise InvalidRetryPolicy(field, value, "must be a datetime.timedelta")
-    if positive and value <= _ZERO:
+    if value <= _ZERO:
         raise InvalidRetryPolicy(field, value, "must be positive")
     return value
 
@@ -431,7 +431,13 @@ class DailyCap:
 
 
 def _settle(caps: Sequence[AttemptCap], attempts: Sequence[datetime], start: datetime) -> datetime:
-    """The first instant >= ``start`` that every cap allows."""
+    """The first instant >= ``start`` that every cap allows.
+
+    Each cap's answer at the current candidate may push it later; repeat until no
+    cap objects. Built-in caps never object again once they allow an instant (all
+    attempts are in the past), so this settles in a few rounds; a custom cap that
+    keeps moving is given up on after ``_MAX_CAP_ROUNDS`` rounds.
+    """
     candidate = start
     for _ in range(_MAX_CAP_ROUNDS):
         pushed = candidate
@@ -450,7 +456,10 @@ def _settle(caps: Sequence[AttemptCap], attempts: Sequence[datetime], start: dat
 
 @attrs.frozen
 class RetryAt:
-    """Retry no earlier than ``at`` (UTC); ``delay`` is ``at - ended_at``."""
+    """Retry no earlier than ``at``; ``delay`` is ``at - ended_at``.
+
+    :meth:`RetryPolicy.decide` and :func:`land_in_window` give ``at`` in UTC.
+    """
 
     at: datetime = attrs.field(validator=lambda _i, _a, v: require_aware(v, "RetryAt.at"))
     delay: timedelta

@@ -23,6 +23,7 @@ from outdial.providers import (
     TwilioProvider,
     VapiProvider,
 )
+
 from .servers import (
     FakeElevenLabs,
     FakeExotel,

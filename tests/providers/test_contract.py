@@ -21,6 +21,7 @@ from outdial.errors import (
 )
 from outdial.ports import CallStatus
 from outdial.providers import TokenBucket
+
 from .cases import CASES, Case
 from .servers import LoopbackServer, Reply, refused_url
 
@@ -130,9 +131,7 @@ def test_a_read_timeout_after_sending_leaves_placement_unknown(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_dropped_connection_leaves_placement_unknown(
-    case: Case, server: Any, mode: str
-) -> None:
+def test_a_dropped_connection_leaves_placement_unknown(case: Case, server: Any, mode: str) -> None:
     server.inject(Reply(drop=True))
     error = place_error(case, mode, server)
     assert isinstance(error, ProviderUnavailable)
@@ -140,9 +139,7 @@ def test_a_dropped_connection_leaves_placement_unknown(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_refused_connection_is_certainly_not_placed(
-    case: Case, server: Any, mode: str
-) -> None:
+def test_a_refused_connection_is_certainly_not_placed(case: Case, server: Any, mode: str) -> None:
     error = place_error(case, mode, server, base_url=refused_url())
     assert isinstance(error, ProviderUnavailable)
     assert error.placed is False
@@ -178,7 +175,11 @@ def test_fetch_reports_the_providers_view_of_a_placed_call(
 ) -> None:
     placed = call(case, mode, server, "place_call", case.request())
     event = call(
-        case, mode, server, "fetch_call", attempt_id="att-0001",
+        case,
+        mode,
+        server,
+        "fetch_call",
+        attempt_id="att-0001",
         external_call_id=placed.external_call_id,
     )
     assert event.provider == case.name
@@ -226,17 +227,13 @@ def test_a_404_that_is_not_the_providers_own_is_not_taken_for_no_such_call(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_the_calls_per_second_limit_spaces_placements(
-    case: Case, server: Any, mode: str
-) -> None:
+def test_the_calls_per_second_limit_spaces_placements(case: Case, server: Any, mode: str) -> None:
     waits: list[float] = []
 
     async def async_sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    bucket = TokenBucket(
-        2.0, clock=lambda: 100.0, sleep=waits.append, async_sleep=async_sleep
-    )
+    bucket = TokenBucket(2.0, clock=lambda: 100.0, sleep=waits.append, async_sleep=async_sleep)
     for _ in range(3):
         call(case, mode, server, "place_call", case.request(), adapter={"rate_limit": bucket})
     assert waits == [0.5, 1.0]

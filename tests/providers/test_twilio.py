@@ -25,6 +25,7 @@ from outdial.errors import (
 from outdial.outcomes import CallOutcome
 from outdial.ports import CallStatus, WebhookRequest
 from outdial.providers import AsyncTwilioProvider, TwilioProvider, TwilioWebhook, twilio_outcome
+
 from .cases import dial
 from .servers import FakeTwilio, Reply
 
@@ -80,21 +81,26 @@ def test_an_api_key_authenticates_with_the_account_still_in_the_path(
 ) -> None:
     twilio_server.account_sid = "AC" + "1" * 32
     twilio_server._prefix = f"/2010-04-01/Accounts/{twilio_server.account_sid}/Calls"
-    with TwilioProvider(
-        twilio_server.account_sid,
-        api_key_sid="SK123",
-        api_key_secret="secret",
-        base_url=twilio_server.url,
-    ) as twilio:
-        with pytest.raises(ProviderAuthError):
-            twilio.place_call(dial(AGENT))
+    with (
+        TwilioProvider(
+            twilio_server.account_sid,
+            api_key_sid="SK123",
+            api_key_secret="secret",
+            base_url=twilio_server.url,
+        ) as twilio,
+        pytest.raises(ProviderAuthError),
+    ):
+        twilio.place_call(dial(AGENT))
     assert twilio_server.last.basic_auth() == ("SK123", "secret")
     assert twilio_server.last.path.startswith(f"/2010-04-01/Accounts/{twilio_server.account_sid}/")
 
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [({"twiml": "<Response><Say>Hi</Say></Response>"}, "Twiml"), ({"application_sid": "AP1"}, "ApplicationSid")],
+    [
+        ({"twiml": "<Response><Say>Hi</Say></Response>"}, "Twiml"),
+        ({"application_sid": "AP1"}, "ApplicationSid"),
+    ],
 )
 def test_twiml_or_an_application_can_stand_in_for_a_url(
     twilio_server: FakeTwilio, options: dict[str, str], field: str
@@ -182,7 +188,9 @@ def test_cancelling_an_answered_call_hangs_it_up(twilio_server: FakeTwilio) -> N
 def test_fetch_reads_status_and_answered_by(twilio_server: FakeTwilio) -> None:
     with adapter(twilio_server) as twilio:
         sid = twilio.place_call(dial(AGENT)).external_call_id
-        twilio_server.calls[sid].update(status="completed", answered_by="machine_start", duration="31")
+        twilio_server.calls[sid].update(
+            status="completed", answered_by="machine_start", duration="31"
+        )
         event = twilio.fetch_call(attempt_id="att-0001", external_call_id=sid)
     assert event is not None
     assert event.outcome is CallOutcome.VOICEMAIL
@@ -246,11 +254,17 @@ def test_the_url_is_accepted_with_and_without_its_default_port() -> None:
     webhook = TwilioWebhook("tok")
     signed_plain = _signed("https://app.example/cb?attempt_id=a", params)
     signed_port = _signed("https://app.example:443/cb?attempt_id=a", params)
-    on_port = WebhookRequest("POST", "https://app.example:443/cb?attempt_id=a", signed_plain.headers, signed_plain.body)
-    on_plain = WebhookRequest("POST", "https://app.example/cb?attempt_id=a", signed_port.headers, signed_port.body)
+    on_port = WebhookRequest(
+        "POST", "https://app.example:443/cb?attempt_id=a", signed_plain.headers, signed_plain.body
+    )
+    on_plain = WebhookRequest(
+        "POST", "https://app.example/cb?attempt_id=a", signed_port.headers, signed_port.body
+    )
     webhook.verify(on_port)
     webhook.verify(on_plain)
-    other_host = WebhookRequest("POST", "https://evil.example/cb?attempt_id=a", signed_plain.headers, signed_plain.body)
+    other_host = WebhookRequest(
+        "POST", "https://evil.example/cb?attempt_id=a", signed_plain.headers, signed_plain.body
+    )
     with pytest.raises(WebhookVerificationError):
         webhook.verify(other_host)
 
@@ -259,7 +273,9 @@ def test_a_json_body_is_covered_by_body_sha256() -> None:
     body = json.dumps({"CallSid": "CA9", "CallStatus": "no-answer"}).encode()
     url = f"https://app.example/cb?attempt_id=a&bodySHA256={hashlib.sha256(body).hexdigest()}"
     signature = RequestValidator("tok").compute_signature(url, {})
-    request = WebhookRequest("POST", url, {"X-Twilio-Signature": signature, "Content-Type": "application/json"}, body)
+    request = WebhookRequest(
+        "POST", url, {"X-Twilio-Signature": signature, "Content-Type": "application/json"}, body
+    )
     event = TwilioWebhook("tok").parse(request, now=datetime.now(timezone.utc))
     assert (event.outcome, event.attempt_id) == (CallOutcome.NO_ANSWER, "a")
     assert RequestValidator("tok").validate(url, body.decode(), signature)
@@ -271,7 +287,10 @@ def test_a_json_body_is_covered_by_body_sha256() -> None:
 def test_a_shared_key_signature_with_hmac_sha256_is_accepted() -> None:
     url = "https://app.example/cb"
     request = _signed(url, {"CallSid": "CA1", "CallStatus": "failed"}, algorithm="HMAC_SHA256")
-    headers = {**request.headers, "X-Twilio-Webhooks-Signature-Settings": "key=WK1,algorithm=HMAC_SHA256"}
+    headers = {
+        **request.headers,
+        "X-Twilio-Webhooks-Signature-Settings": "key=WK1,algorithm=HMAC_SHA256",
+    }
     TwilioWebhook("tok").verify(WebhookRequest("POST", url, headers, request.body))
     with pytest.raises(WebhookVerificationError):  # the same signature read as SHA-1
         TwilioWebhook("tok").verify(request)
@@ -281,7 +300,9 @@ def test_a_callback_without_call_sid_or_status_is_a_payload_error() -> None:
     request = _signed("https://app.example/cb", {"CallSid": "CA1"})
     with pytest.raises(WebhookPayloadError, match="CallStatus"):
         TwilioWebhook("tok").parse(request, now=datetime.now(timezone.utc))
-    bad_seq = _signed("https://app.example/cb", {"CallSid": "CA1", "CallStatus": "busy", "SequenceNumber": "x"})
+    bad_seq = _signed(
+        "https://app.example/cb", {"CallSid": "CA1", "CallStatus": "busy", "SequenceNumber": "x"}
+    )
     with pytest.raises(WebhookPayloadError, match="SequenceNumber"):
         TwilioWebhook("tok").parse(bad_seq, now=datetime.now(timezone.utc))
 

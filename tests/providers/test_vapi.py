@@ -53,7 +53,11 @@ def test_a_call_names_assistant_number_customer_variables_and_attempt(
         "name": "att-0001",
         "assistantOverrides": {
             "variableValues": {"first_name": "Ann", "balance": "12.50"},
-            "metadata": {"attempt_id": "att-0001", "campaign_id": "camp-1", "recipient_id": "rcp-1"},
+            "metadata": {
+                "attempt_id": "att-0001",
+                "campaign_id": "camp-1",
+                "recipient_id": "rcp-1",
+            },
             "firstMessage": "Hi Ann!",
         },
     }
@@ -145,7 +149,9 @@ def test_status_updates_report_progress(vapi_server: FakeVapi) -> None:
     call_id = _placed(vapi_server)
     now = datetime.now(timezone.utc)
     webhook = VapiWebhook(hmac=vapi_server.hmac_secret)
-    ringing = webhook.parse(vapi_server.server_message(call_id, "status-update", status="ringing"), now=now)
+    ringing = webhook.parse(
+        vapi_server.server_message(call_id, "status-update", status="ringing"), now=now
+    )
     ended = webhook.parse(
         vapi_server.server_message(
             call_id, "status-update", status="ended", ended_reason="customer-did-not-answer"
@@ -182,8 +188,12 @@ def test_a_forged_stale_or_replayed_hmac_message_is_refused(vapi_server: FakeVap
     call_id = _placed(vapi_server)
     now = datetime.now(timezone.utc)
     webhook = VapiWebhook(hmac=vapi_server.hmac_secret)
-    good = vapi_server.server_message(call_id, "end-of-call-report", ended_reason="voicemail", at=now)
-    forged = WebhookRequest("POST", good.url, good.headers, good.body.replace(b"voicemail", b"customer-busy"))
+    good = vapi_server.server_message(
+        call_id, "end-of-call-report", ended_reason="voicemail", at=now
+    )
+    forged = WebhookRequest(
+        "POST", good.url, good.headers, good.body.replace(b"voicemail", b"customer-busy")
+    )
     with pytest.raises(WebhookVerificationError, match="does not match"):
         webhook.parse(forged, now=now)
     with pytest.raises(WebhookVerificationError, match="stale or replayed"):
@@ -220,7 +230,9 @@ def test_a_body_containing_placeholders_is_signed_as_it_is() -> None:
     body = b'{"message": {"type": "tool-calls", "note": "{timestamp}.{body}"}}'
     stamp = "1772463600"
     digest = hmac.new(b"k", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    request = WebhookRequest("POST", "https://a", {"x-signature": digest, "x-timestamp": stamp}, body)
+    request = WebhookRequest(
+        "POST", "https://a", {"x-signature": digest, "x-timestamp": stamp}, body
+    )
     now = datetime.fromtimestamp(1772463600, timezone.utc)
     assert VapiWebhook(hmac="k").parse(request, now=now).raw_status == "tool-calls"
 
@@ -254,13 +266,25 @@ def test_a_webhook_needs_a_credential_and_a_message() -> None:
         ("silence-timed-out", CallOutcome.ANSWERED, False),
         ("voicemail", CallOutcome.VOICEMAIL, True),
         ("customer-did-not-answer", CallOutcome.NO_ANSWER, True),
-        ("call.in-progress.error-providerfault-outbound-sip-480-temporarily-unavailable", CallOutcome.NO_ANSWER, True),
-        ("call.in-progress.error-providerfault-outbound-sip-408-request-timeout", CallOutcome.NO_ANSWER, True),
+        (
+            "call.in-progress.error-providerfault-outbound-sip-480-temporarily-unavailable",
+            CallOutcome.NO_ANSWER,
+            True,
+        ),
+        (
+            "call.in-progress.error-providerfault-outbound-sip-408-request-timeout",
+            CallOutcome.NO_ANSWER,
+            True,
+        ),
         ("customer-busy", CallOutcome.BUSY, True),
         ("twilio-reported-customer-misdialed", CallOutcome.INVALID_NUMBER, False),
         ("call.in-progress.error-sip-outbound-call-failed-to-connect", CallOutcome.ERROR, True),
         ("twilio-failed-to-connect-call", CallOutcome.ERROR, True),
-        ("call.in-progress.error-providerfault-outbound-sip-503-service-unavailable", CallOutcome.ERROR, True),
+        (
+            "call.in-progress.error-providerfault-outbound-sip-503-service-unavailable",
+            CallOutcome.ERROR,
+            True,
+        ),
         ("call.in-progress.error-providerfault-openai-llm-failed", CallOutcome.ERROR, True),
         ("worker-shutdown", CallOutcome.ERROR, True),
         ("phone-call-provider-closed-websocket", CallOutcome.ERROR, True),
@@ -275,7 +299,11 @@ def test_a_webhook_needs_a_credential_and_a_message() -> None:
 )
 def test_ended_reasons_map_by_family(reason: str, outcome: CallOutcome, retryable: bool) -> None:
     mapped = vapi_outcome(reason)
-    assert (mapped.status, mapped.outcome, mapped.retryable) == (CallStatus.ENDED, outcome, retryable)
+    assert (mapped.status, mapped.outcome, mapped.retryable) == (
+        CallStatus.ENDED,
+        outcome,
+        retryable,
+    )
 
 
 def test_an_unknown_ended_reason_is_a_retryable_error_logged_once() -> None:
@@ -290,8 +318,13 @@ def test_an_unknown_ended_reason_is_a_retryable_error_logged_once() -> None:
 
 def test_the_raw_ended_reason_is_kept_on_the_event() -> None:
     body = json.dumps(
-        {"message": {"type": "end-of-call-report", "endedReason": "pipeline-error-new-thing",
-                     "call": {"id": "c2"}}}
+        {
+            "message": {
+                "type": "end-of-call-report",
+                "endedReason": "pipeline-error-new-thing",
+                "call": {"id": "c2"},
+            }
+        }
     ).encode()
     request = WebhookRequest("POST", "https://a", {"x-vapi-secret": "s"}, body)
     event = VapiWebhook(secret="s").parse(request, now=datetime.now(timezone.utc))

@@ -100,6 +100,19 @@ class FallbackProvider:
     def __repr__(self) -> str:
         return f"FallbackProvider({self.primary!r}, {self.secondary!r})"
 
+    def close(self) -> None:
+        """Close both providers (those that have a ``close``)."""
+        for provider in (self.primary, self.secondary):
+            close = getattr(provider, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> FallbackProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def place_call(self, request: DialRequest) -> PlacedCall:
         try:
             return self.primary.place_call(request)
@@ -141,6 +154,19 @@ class AsyncFallbackProvider:
 
     def __repr__(self) -> str:
         return f"AsyncFallbackProvider({self.primary!r}, {self.secondary!r})"
+
+    async def aclose(self) -> None:
+        """Close both providers (those that have an ``aclose``)."""
+        for provider in (self.primary, self.secondary):
+            aclose = getattr(provider, "aclose", None)
+            if callable(aclose):
+                await aclose()
+
+    async def __aenter__(self) -> AsyncFallbackProvider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     async def place_call(self, request: DialRequest) -> PlacedCall:
         try:

@@ -401,9 +401,11 @@ class _TwilioApi(HttpApi[TransportT]):
     def _build_cancel(self, external_call_id: str) -> Outgoing:
         return self._update(external_call_id, "canceled")
 
-    def _next_cancel(self, data: Mapping[str, Any], external_call_id: str) -> Outgoing | None:
+    def _next_cancel(
+        self, previous: Outgoing, data: Mapping[str, Any], external_call_id: str
+    ) -> Outgoing | None:
         # "canceled" only stops a queued or ringing call; an answered one is hung up.
-        if data.get("status") == "in-progress":
+        if previous.content == b"Status=canceled" and data.get("status") == "in-progress":
             return self._update(external_call_id, "completed")
         return None
 

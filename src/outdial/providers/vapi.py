@@ -504,9 +504,11 @@ class _VapiApi(HttpApi[TransportT]):
     def _build_cancel(self, external_call_id: str) -> Outgoing:
         return self._build_fetch_by_id(external_call_id)
 
-    def _next_cancel(self, data: Mapping[str, Any], external_call_id: str) -> Outgoing | None:
+    def _next_cancel(
+        self, previous: Outgoing, data: Mapping[str, Any], external_call_id: str
+    ) -> Outgoing | None:
         # A live call is ended through its control URL; an ended one needs nothing.
-        if data.get("status") == "ended":
+        if previous.method != "GET" or data.get("status") == "ended":
             return None
         control = text(path(data, "monitor", "controlUrl"))
         if control is None:

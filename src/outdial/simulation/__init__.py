@@ -28,9 +28,6 @@ from outdial.simulation.provider import (
 )
 
 __all__ = [
-    "sample_numbers",
-    "simulate",
-    "SimulationResult",
     "AsyncSimulatedProvider",
     "Constant",
     "Distribution",
@@ -38,6 +35,9 @@ __all__ = [
     "SimulatedCall",
     "SimulatedProvider",
     "SimulationProfile",
+    "SimulationResult",
     "Uniform",
     "VirtualClock",
+    "sample_numbers",
+    "simulate",
 ]

@@ -65,8 +65,7 @@ class SimulationResult:
         if s.average_duration_seconds is not None:
             lines.append(f"average answered call {s.average_duration_seconds:.0f} s")
         lines.append(
-            "by outcome: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(self.attempt_outcomes.items()))
+            "by outcome: " + ", ".join(f"{k} {v}" for k, v in sorted(self.attempt_outcomes.items()))
         )
         return "\n".join(lines)
 

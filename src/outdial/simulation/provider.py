@@ -56,6 +56,7 @@ compact :meth:`~SimulatedProvider.call_log`.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import struct
 import threading
@@ -189,6 +190,13 @@ def _distribution(instance: object, attribute: attrs.Attribute[Any], value: obje
         )
 
 
+def _flag(instance: object, attribute: attrs.Attribute[bool], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            f"SimulationProfile.{attribute.name}", value, "must be True or False"
+        )
+
+
 _OUTCOME_RATES: Final = (
     ("answer_rate", CallOutcome.ANSWERED),
     ("voicemail_rate", CallOutcome.VOICEMAIL),
@@ -206,8 +214,11 @@ class SimulationProfile:
     """How simulated calls behave. Rates are probabilities in ``[0, 1]``.
 
     The outcome rates (``answer_rate`` ... ``invalid_number_rate``) must add
-    up to at most 1; the remainder ends ``no_answer``. See the module
-    docstring for how stickiness, timing, faults and delivery knobs work.
+    up to at most 1; the remainder ends ``no_answer``. Only final events are
+    sent unless ``progress_events`` is on (``reorder_rate`` needs it). See the
+    module docstring for how stickiness, timing, faults and delivery knobs
+    work. Bad values raise :class:`~outdial.errors.ConfigurationError` naming
+    the field.
     """
 
     answer_rate: float = attrs.field(default=0.35, validator=_rate)
@@ -239,7 +250,7 @@ class SimulationProfile:
         default=Constant(1.0), validator=_distribution
     )
 
-    progress_events: bool = True
+    progress_events: bool = attrs.field(default=False, validator=_flag)
     provider_error_rate: float = attrs.field(default=0.0, validator=_rate)
     unknown_fate_rate: float = attrs.field(default=0.0, validator=_rate)
     unknown_fate_placed_rate: float = attrs.field(default=0.5, validator=_rate)
@@ -363,9 +374,8 @@ class _Call:
         "unknown_fate",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 (internal, positional for speed)
         self,
-        *,
         attempt_id: str,
         external_id: str,
         number: str,
@@ -470,7 +480,7 @@ class SimulatedProvider:
 
         self._events: list[_Entry] = []
         self._ends: list[_Entry] = []  # when calls really end: in-flight bookkeeping
-        self._tie = 0
+        self._ticket = itertools.count()  # ties broken in scheduling order
         self._calls: list[_Call] = []
         self._by_attempt: dict[str, _Call] = {}
         self._by_external: dict[str, _Call] = {}
@@ -691,23 +701,24 @@ class SimulatedProvider:
 
         self.calls_placed += 1
         call = _Call(
-            attempt_id=request.attempt_id,
-            external_id=f"SIM-{self.calls_placed:06d}",
-            number=number,
-            attempt_number=request.attempt_number,
-            placed=now,
-            ringing=ringing,
-            answered=answered,
-            ended=ended,
-            outcome=outcome,
-            duration=talk,
+            request.attempt_id,
+            f"SIM-{self.calls_placed:06d}",
+            number,
+            request.attempt_number,
+            now,
+            ringing,
+            answered,
+            ended,
+            outcome,
+            talk,
         )
         self._calls.append(call)
         self._by_attempt[request.attempt_id] = call
         self._by_external[call.external_id] = call
 
         # in-flight bookkeeping (the truth, not what was delivered)
-        self._settle(now)
+        if self._ends and self._ends[0][0] <= now:
+            self._settle(now)
         self._in_flight += 1
         self.max_concurrent = max(self.max_concurrent, self._in_flight)
         live = self._live_by_number
@@ -716,7 +727,9 @@ class SimulatedProvider:
             live[number] += 1
         else:
             live[number] = 1
-        self._push(self._ends, ended, _ENDED, call)
+        ticket = self._ticket
+        heappush = heapq.heappush
+        heappush(self._ends, (ended, next(ticket), _ENDED, call, 0))
 
         # delivery: drawn after the outcome and timings, so these knobs never
         # change what happens to a call, only how it is reported.
@@ -729,22 +742,21 @@ class SimulatedProvider:
                 # the last progress event arrives after the final one
                 late = ended + _micros(p.late_delivery_seconds.sample(rng))
                 if answered is not None:
-                    self._push(events, ringing, _RINGING, call)
-                    self._push(events, late, _IN_PROGRESS, call)
+                    heappush(events, (ringing, next(ticket), _RINGING, call, 0))
+                    heappush(events, (late, next(ticket), _IN_PROGRESS, call, 0))
                 else:
-                    self._push(events, late, _RINGING, call)
+                    heappush(events, (late, next(ticket), _RINGING, call, 0))
             else:
-                self._push(events, ringing, _RINGING, call)
+                heappush(events, (ringing, next(ticket), _RINGING, call, 0))
                 if answered is not None:
-                    self._push(events, answered, _IN_PROGRESS, call)
-        self._push(events, ended, _ENDED, call)
+                    heappush(events, (answered, next(ticket), _IN_PROGRESS, call, 0))
+        heappush(events, (ended, next(ticket), _ENDED, call, 0))
         if again is not None:
-            self._push(events, again, _ENDED, call)
+            heappush(events, (again, next(ticket), _ENDED, call, 0))
         return call
 
     def _push(self, heap: list[_Entry], at: int, kind: int, call: _Call) -> None:
-        self._tie += 1
-        heapq.heappush(heap, (at, self._tie, kind, call, call.gen))
+        heapq.heappush(heap, (at, next(self._ticket), kind, call, call.gen))
 
     def _settle(self, now: int) -> None:
         ends = self._ends

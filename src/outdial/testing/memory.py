@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from outdial._attrs import replace
 from outdial._time import UTC, to_utc
 from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
 from outdial.errors import ConfigurationError, NotFound, RepositoryError, StaleClaim
@@ -202,7 +203,7 @@ class InMemoryUnitOfWork:
         counters = s.indexes[campaign_id].counters
         if campaign.counters is not counters:
             # A cache refresh, not a change: reads always take counters from the index.
-            campaign = attrs.evolve(campaign, counters=counters)
+            campaign = replace(campaign, counters=counters)
             s.campaigns[campaign_id] = campaign
         return campaign
 
@@ -358,7 +359,7 @@ class InMemoryUnitOfWork:
             if r.phone in index.phones:
                 continue
             seq = len(index.order) + 1
-            rec = r if r.seq == seq else attrs.evolve(r, seq=seq)
+            rec = r if r.seq == seq else replace(r, seq=seq)
             s.recipients[rec.id] = rec
             index.order.append(rec.id)
             index.phones.add(rec.phone)
@@ -372,7 +373,7 @@ class InMemoryUnitOfWork:
         if added:
             c = index.counters
             changes = {status.value: getattr(c, status.value) + n for status, n in moves.items()}
-            index.counters = attrs.evolve(
+            index.counters = replace(
                 c, total=c.total + added, answered=c.answered + answered, **changes
             )
 
@@ -419,7 +420,7 @@ class InMemoryUnitOfWork:
                 f"recipient {recipient.id!r}: {recipient.phone} is already in the campaign"
             )
         due = _due_utc(recipient)
-        new = recipient if recipient.seq == stored.seq else attrs.evolve(recipient, seq=stored.seq)
+        new = recipient if recipient.seq == stored.seq else replace(recipient, seq=stored.seq)
         old_counters = index.counters
         old_outcomes = dict(index.outcomes)
         s.recipients[new.id] = new
@@ -599,14 +600,14 @@ class InMemoryUnitOfWork:
         for rid in index.order:
             rec = recs[rid]
             if rec.status is _PENDING:
-                recs[rid] = attrs.evolve(
+                recs[rid] = replace(
                     rec, status=RecipientStatus.SKIPPED, error=reason, updated_at=now
                 )
                 skipped.append(rec)
                 self._move_outcome(index, None, rec.outcome)
         if skipped:
             n = len(skipped)
-            index.counters = attrs.evolve(
+            index.counters = replace(
                 old_counters,
                 pending=old_counters.pending - n,
                 skipped=old_counters.skipped + n,
@@ -653,7 +654,7 @@ class InMemoryUnitOfWork:
             if not a.test_call:
                 s.in_flight_campaign[a.campaign_id] = s.in_flight_campaign.get(a.campaign_id, 0) + 1
         if index is not None and not a.test_call:
-            index.counters = attrs.evolve(index.counters, attempts=index.counters.attempts + 1)
+            index.counters = replace(index.counters, attempts=index.counters.attempts + 1)
             bisect.insort(index.starts, _utc(a.created_at, "attempt.created_at"))
             duration = _answered_duration(a)
             if duration is not None:
@@ -680,7 +681,7 @@ class InMemoryUnitOfWork:
             if not a.test_call:
                 _decrement(s.in_flight_campaign, a.campaign_id)
         if index is not None and not a.test_call:
-            index.counters = attrs.evolve(index.counters, attempts=index.counters.attempts - 1)
+            index.counters = replace(index.counters, attempts=index.counters.attempts - 1)
             pos = bisect.bisect_left(index.starts, _utc(a.created_at, "attempt.created_at"))
             del index.starts[pos]
             duration = _answered_duration(a)

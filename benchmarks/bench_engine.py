@@ -1,0 +1,204 @@
+"""Engine benchmarks (issue 3): throughput, claim cost vs size, dispatch latency, memory.
+
+Run: ``python benchmarks/bench_engine.py [--quick]``. Prints one row per figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import sys
+import threading
+import time
+import tracemalloc
+from datetime import datetime, timedelta, timezone
+
+import structlog
+
+from outdial import AgentSettings, CallEvent, CallOutcome, CallStatus, Dialer, RetryPolicy
+from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
+from outdial.dispatch import DialerCore
+from outdial.ports import DialRequest, PlacedCall, SystemClock
+from outdial.recipient import Recipient
+from outdial.retry import Fixed
+from outdial.service import CampaignService, RecipientInput
+from outdial.simulation import SimulatedProvider, SimulationProfile, VirtualClock, sample_numbers
+from outdial.testing import InMemoryRepository
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+UTC = timezone.utc
+START = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
+
+
+def throughput(n: int) -> tuple[float, int, float]:
+    """A whole n-recipient campaign with retries, in virtual time: attempts per wall second."""
+    clock = VirtualClock(START)
+    repo = InMemoryRepository()
+    provider = SimulatedProvider(clock, SimulationProfile(progress_events=True), seed=1)
+    service = CampaignService(repo, clock=clock, providers=provider)
+    campaign = service.create(
+        "bench",
+        name="throughput",
+        agent=AgentSettings(provider="simulated"),
+        concurrency_limit=200,
+        retry_policy=RetryPolicy(max_attempts=3, backoff=Fixed(timedelta(minutes=10))),
+        max_recipients=n,
+        recipients=[RecipientInput(p) for p in sample_numbers(n, seed=3)],
+    )
+    service.start("bench", campaign.id)
+    dialer = Dialer(repo, provider, clock=clock, rng=random.Random(1))
+    t0 = time.perf_counter()
+    summary = dialer.run_until_idle()
+    wall = time.perf_counter() - t0
+    return summary.calls_placed / wall, summary.calls_placed, wall
+
+
+def _campaign_with(n: int) -> tuple[InMemoryRepository, Campaign]:
+    repo = InMemoryRepository()
+    campaign = Campaign(
+        id="c",
+        workspace_id="w",
+        created_at=START,
+        name="claim",
+        status=CampaignStatus.ACTIVE,
+        agent=AgentSettings(provider="simulated"),
+        concurrency_limit=50,
+        max_recipients=n,
+    )
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        batch: list[Recipient] = []
+        for i in range(n):
+            batch.append(
+                Recipient(
+                    id=f"r{i}",
+                    campaign_id="c",
+                    workspace_id="w",
+                    phone=f"+1212{2000000 + i:07d}",
+                    created_at=START,
+                    priority=i % 3,
+                    time_zones=("America/New_York",),
+                )
+            )
+            if len(batch) == 10_000:
+                uow.add_recipients(batch)
+                batch = []
+        if batch:
+            uow.add_recipients(batch)
+    return repo, campaign
+
+
+def claim_cost(n: int, rounds: int = 200) -> float:
+    """Median seconds to choose and claim the next 50 calls (then release them)."""
+    repo, _ = _campaign_with(n)
+    core = DialerCore(repo)
+    samples = []
+    now = START
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        claims, _plan = core.dispatch(now)
+        samples.append(time.perf_counter() - t0)
+        for claim in claims:  # end each call so the next round claims afresh
+            core.record_placed(now, claim, PlacedCall("simulated", claim.attempt.id))
+            core.apply_event(
+                now,
+                CallEvent("simulated", CallStatus.ENDED, attempt_id=claim.attempt.id,
+                          outcome=CallOutcome.ANSWERED),
+            )
+        now += timedelta(seconds=1)
+    return statistics.median(samples)
+
+
+class _Instant:
+    name = "simulated"
+
+    def __init__(self) -> None:
+        self.placed: dict[str, float] = {}
+        self.event = threading.Event()
+
+    def place_call(self, request: DialRequest) -> PlacedCall:
+        self.placed[request.attempt_id] = time.perf_counter()
+        self.event.set()
+        return PlacedCall("simulated", request.attempt_id)
+
+    def cancel_call(self, external_call_id: str) -> None:
+        pass
+
+    def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
+        return None
+
+
+def dispatch_latency(calls: int = 300) -> list[float]:
+    """Real clock: from a call-ended webhook to the next call placed (seconds)."""
+    repo = InMemoryRepository()
+    provider = _Instant()
+    service = CampaignService(repo, providers=provider)
+    campaign = service.create(
+        "lat",
+        name="latency",
+        agent=AgentSettings(provider="simulated"),
+        concurrency_limit=1,
+        max_recipients=calls + 1,
+        recipients=[RecipientInput(p) for p in sample_numbers(calls + 1, seed=9)],
+    )
+    dialer = Dialer(repo, provider, clock=SystemClock(), reconcile_interval=timedelta(hours=1))
+    service._on_change = dialer.wake
+    samples: list[float] = []
+    with dialer:
+        service.start("lat", campaign.id)
+        provider.event.wait(5)
+        for _ in range(calls):
+            provider.event.clear()
+            last = max(provider.placed, key=provider.placed.__getitem__)
+            t0 = time.perf_counter()
+            dialer.submit(
+                CallEvent("simulated", CallStatus.ENDED, attempt_id=last,
+                          outcome=CallOutcome.ANSWERED)
+            )
+            if not provider.event.wait(5):
+                break
+            newest = max(provider.placed.values())
+            samples.append(newest - t0)
+    return samples
+
+
+def memory_per_recipient(n: int = 100_000) -> float:
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    repo, _ = _campaign_with(n)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    size = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    del repo
+    return size / n
+
+
+def run(quick: bool = False) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    n = 10_000 if quick else 100_000
+    rate, attempts, wall = throughput(n)
+    rows.append(
+        (f"engine throughput, {n:,} recipients with retries (in memory, simulated)",
+         f"{rate:,.0f} attempts/s ({attempts:,} attempts in {wall:.1f} s)")
+    )
+    small, large = claim_cost(10_000), claim_cost(100_000 if quick else 1_000_000)
+    rows.append(("claim 50 calls, 10,000-recipient campaign", f"{small * 1e3:.3f} ms"))
+    rows.append(
+        (f"claim 50 calls, {'100,000' if quick else '1,000,000'}-recipient campaign",
+         f"{large * 1e3:.3f} ms (ratio {large / small:.2f}x)")
+    )
+    lat = sorted(dispatch_latency(100 if quick else 300))
+    p50 = lat[len(lat) // 2]
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    rows.append(("dispatch latency, call ended -> next call placed (real clock)",
+                 f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms"))
+    rows.append(("memory per recipient (in-memory repository)",
+                 f"{memory_per_recipient(20_000 if quick else 100_000):,.0f} bytes"))
+    return rows
+
+
+if __name__ == "__main__":
+    for label, figure in run(quick="--quick" in sys.argv):
+        print(f"{label}: {figure}")
