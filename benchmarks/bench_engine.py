@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 
 from outdial import AgentSettings, CallEvent, CallOutcome, CallStatus, Dialer, RetryPolicy
-from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
+from outdial.campaign import Campaign, CampaignStatus
 from outdial.dispatch import DialerCore
 from outdial.ports import DialRequest, PlacedCall, SystemClock
 from outdial.recipient import Recipient
@@ -104,8 +104,12 @@ def claim_cost(n: int, rounds: int = 200) -> float:
             core.record_placed(now, claim, PlacedCall("simulated", claim.attempt.id))
             core.apply_event(
                 now,
-                CallEvent("simulated", CallStatus.ENDED, attempt_id=claim.attempt.id,
-                          outcome=CallOutcome.ANSWERED),
+                CallEvent(
+                    "simulated",
+                    CallStatus.ENDED,
+                    attempt_id=claim.attempt.id,
+                    outcome=CallOutcome.ANSWERED,
+                ),
             )
         now += timedelta(seconds=1)
     return statistics.median(samples)
@@ -154,8 +158,9 @@ def dispatch_latency(calls: int = 300) -> list[float]:
             last = max(provider.placed, key=provider.placed.__getitem__)
             t0 = time.perf_counter()
             dialer.submit(
-                CallEvent("simulated", CallStatus.ENDED, attempt_id=last,
-                          outcome=CallOutcome.ANSWERED)
+                CallEvent(
+                    "simulated", CallStatus.ENDED, attempt_id=last, outcome=CallOutcome.ANSWERED
+                )
             )
             if not provider.event.wait(5):
                 break
@@ -180,22 +185,34 @@ def run(quick: bool = False) -> list[tuple[str, str]]:
     n = 10_000 if quick else 100_000
     rate, attempts, wall = throughput(n)
     rows.append(
-        (f"engine throughput, {n:,} recipients with retries (in memory, simulated)",
-         f"{rate:,.0f} attempts/s ({attempts:,} attempts in {wall:.1f} s)")
+        (
+            f"engine throughput, {n:,} recipients with retries (in memory, simulated)",
+            f"{rate:,.0f} attempts/s ({attempts:,} attempts in {wall:.1f} s)",
+        )
     )
     small, large = claim_cost(10_000), claim_cost(100_000 if quick else 1_000_000)
     rows.append(("claim 50 calls, 10,000-recipient campaign", f"{small * 1e3:.3f} ms"))
     rows.append(
-        (f"claim 50 calls, {'100,000' if quick else '1,000,000'}-recipient campaign",
-         f"{large * 1e3:.3f} ms (ratio {large / small:.2f}x)")
+        (
+            f"claim 50 calls, {'100,000' if quick else '1,000,000'}-recipient campaign",
+            f"{large * 1e3:.3f} ms (ratio {large / small:.2f}x)",
+        )
     )
     lat = sorted(dispatch_latency(100 if quick else 300))
     p50 = lat[len(lat) // 2]
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    rows.append(("dispatch latency, call ended -> next call placed (real clock)",
-                 f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms"))
-    rows.append(("memory per recipient (in-memory repository)",
-                 f"{memory_per_recipient(20_000 if quick else 100_000):,.0f} bytes"))
+    rows.append(
+        (
+            "dispatch latency, call ended -> next call placed (real clock)",
+            f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms",
+        )
+    )
+    rows.append(
+        (
+            "memory per recipient (in-memory repository)",
+            f"{memory_per_recipient(20_000 if quick else 100_000):,.0f} bytes",
+        )
+    )
     return rows
 
 

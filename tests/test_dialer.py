@@ -6,10 +6,13 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
+from invariants import all_attempts, all_recipients, check_campaign
 from outdial import (
     AgentSettings,
     AsyncDialer,
@@ -30,8 +33,6 @@ from outdial.retry import Fixed
 from outdial.simulation import SimulatedProvider, SimulationProfile, VirtualClock, sample_numbers
 from outdial.testing import InMemoryRepository
 
-from invariants import all_attempts, all_recipients, check_campaign
-
 UTC = timezone.utc
 MONDAY_8AM_NY = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 NY_HOURS = BusinessHours.weekly("America/New_York", {"mon-fri": [("09:00", "17:00")]})
@@ -45,7 +46,7 @@ def setup(
     hours: BusinessHours | None = NY_HOURS,
     concurrency: int = 5,
     seed: int = 1,
-    **fields: object,
+    **fields: Any,
 ) -> tuple[CampaignService, InMemoryRepository, VirtualClock, SimulatedProvider, EventBus, str]:
     clock = VirtualClock(start)
     repo = InMemoryRepository()
@@ -85,7 +86,11 @@ def test_async_dialer_gives_the_same_result_as_the_sync_one() -> None:
         service, repo, clock, provider, bus, cid = setup(40, seed=3)
         if use_async:
             dialer = AsyncDialer(
-                repo, provider.as_async(), clock=clock, events=bus, rng=random.Random(5),
+                repo,
+                provider.as_async(),
+                clock=clock,
+                events=bus,
+                rng=random.Random(5),
                 new_id=_ids(),
             )
             asyncio.run(dialer.run_until_idle())
@@ -98,7 +103,7 @@ def test_async_dialer_gives_the_same_result_as_the_sync_one() -> None:
     assert results[0] == results[1]
 
 
-def _ids():  # deterministic attempt ids
+def _ids() -> Callable[[], str]:  # deterministic attempt ids
     counter = iter(range(10**9))
     return lambda: f"id{next(counter)}"
 
@@ -125,7 +130,10 @@ def test_overnight_window_across_midnight() -> None:
     hours = BusinessHours.weekly("America/New_York", {"mon": [("22:00", "02:00")]})
     start = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # Monday 21:00 New York
     service, repo, clock, provider, bus, cid = setup(
-        150, start=start, hours=hours, concurrency=1,
+        150,
+        start=start,
+        hours=hours,
+        concurrency=1,
         retry_policy=RetryPolicy(max_attempts=1),
     )
     Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(2)).run_until_idle()
@@ -153,12 +161,20 @@ def test_paused_campaign_places_no_calls_and_in_flight_calls_finish() -> None:
 
 
 def test_opt_out_suppresses_the_number_in_every_campaign_of_the_workspace() -> None:
-    profile = SimulationProfile(answer_rate=0.0, voicemail_rate=0.0, busy_rate=0.0,
-                                failed_rate=0.0, invalid_number_rate=0.0, opted_out_rate=1.0)
+    profile = SimulationProfile(
+        answer_rate=0.0,
+        voicemail_rate=0.0,
+        busy_rate=0.0,
+        failed_rate=0.0,
+        invalid_number_rate=0.0,
+        opted_out_rate=1.0,
+    )
     service, repo, clock, provider, bus, cid = setup(3, hours=None, profile=profile)
     numbers = [r.phone for r in all_recipients(repo, cid)]
     other = service.create(
-        "w1", name="Second", agent=AgentSettings(provider="simulated"),
+        "w1",
+        name="Second",
+        agent=AgentSettings(provider="simulated"),
         recipients=[{"phone_number": n} for n in numbers],
     )
     Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1)).run_until_idle()
@@ -227,8 +243,11 @@ def test_restart_after_a_crash_reconciles_instead_of_redialling() -> None:
     with pytest.raises(KeyboardInterrupt):
         first.run_until_idle()
     with repo.transaction() as uow:
-        dialing = [a for a in uow.unfinished_attempts(started_before=clock.now() + timedelta(1))
-                   if a.status is AttemptStatus.DIALING]
+        dialing = [
+            a
+            for a in uow.unfinished_attempts(started_before=clock.now() + timedelta(1))
+            if a.status is AttemptStatus.DIALING
+        ]
     assert len(dialing) == 1
     # restart with the same worker id: recovery asks the provider first
     second = Dialer(repo, provider, clock=clock, events=bus, worker_id="w-a")
@@ -263,7 +282,10 @@ def test_long_running_dialer_is_event_driven() -> None:
 
     service = CampaignService(repo, providers=Manual())
     campaign = service.create(
-        "w1", name="live", agent=AgentSettings(provider="simulated"), concurrency_limit=1,
+        "w1",
+        name="live",
+        agent=AgentSettings(provider="simulated"),
+        concurrency_limit=1,
         recipients=[{"phone_number": p} for p in sample_numbers(3)],
     )
     dialer = Dialer(repo, Manual(), clock=SystemClock(), reconcile_interval=timedelta(hours=1))
@@ -276,8 +298,12 @@ def test_long_running_dialer_is_event_driven() -> None:
             req = events[-1]
             t0 = time.perf_counter()
             dialer.submit(
-                CallEvent("manual", CallStatus.ENDED, attempt_id=req.attempt_id,
-                          outcome=CallOutcome.ANSWERED)
+                CallEvent(
+                    "manual",
+                    CallStatus.ENDED,
+                    attempt_id=req.attempt_id,
+                    outcome=CallOutcome.ANSWERED,
+                )
             )
             if n < 2:
                 assert placed.wait(5)
@@ -321,6 +347,4 @@ def test_expiry_cancels_and_skips_what_is_pending() -> None:
     c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
     assert c.status is CampaignStatus.CANCELLED and c.status_reason == "expired"
     assert c.counters.skipped > 0 and c.counters.in_flight == 0
-    assert all(
-        r.status is not RecipientStatus.PENDING for r in all_recipients(repo, cid)
-    )
+    assert all(r.status is not RecipientStatus.PENDING for r in all_recipients(repo, cid))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import attrs
 import pytest
@@ -253,10 +254,10 @@ def attempt(**kw: object) -> Attempt:
     return Attempt(**defaults)  # type: ignore[arg-type]
 
 
-def ended(outcome: CallOutcome, **kw: object) -> CallEvent:
+def ended(outcome: CallOutcome, **kw: Any) -> CallEvent:
     return CallEvent(
         provider="fake", status=CallStatus.ENDED, attempt_id="a1", outcome=outcome, **kw
-    )  # type: ignore[arg-type]
+    )
 
 
 CALLING = recipient(1, status=RecipientStatus.CALLING, attempts=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -45,8 +46,8 @@ def service(clock: VirtualClock, bus: EventBus) -> CampaignService:
     return CampaignService(InMemoryRepository(), clock=clock, events=bus)
 
 
-def ready_campaign(service: CampaignService, ws: str = "w1", **kw: object) -> str:
-    fields: dict[str, object] = {"name": "Renewals", "agent": AGENT}
+def ready_campaign(service: CampaignService, ws: str = "w1", **kw: Any) -> str:
+    fields: dict[str, Any] = {"name": "Renewals", "agent": AGENT}
     fields.update(kw)
     campaign = service.create(
         ws,
@@ -89,7 +90,13 @@ def test_finalize_reports_every_problem_at_once(service: CampaignService) -> Non
     with pytest.raises(CampaignValidationError) as info:
         service.finalize("w1", draft.id)
     fields = {p.field for p in info.value.problems}
-    assert {"name", "agent.provider", "recipients", "business_hours", "agent.prompt_template"} <= fields
+    assert {
+        "name",
+        "agent.provider",
+        "recipients",
+        "business_hours",
+        "agent.prompt_template",
+    } <= fields
     assert any("policy_number" in p.message for p in info.value.problems)
 
 
@@ -166,7 +173,7 @@ def test_active_campaign_cannot_be_deleted(service: CampaignService) -> None:
     service.delete("w1", cid)
     with pytest.raises(NotFound):
         service.get("w1", cid)
-    assert service.list("w1").total == 0
+    assert service.list_campaigns("w1").total == 0
 
 
 def test_another_workspace_sees_not_found(service: CampaignService) -> None:
@@ -185,10 +192,10 @@ def test_another_workspace_sees_not_found(service: CampaignService) -> None:
 def test_list_filters_searches_and_paginates(service: CampaignService) -> None:
     for name in ("Alpha renewals", "Beta", "Gamma renewals"):
         ready_campaign(service, name=name)
-    page = service.list("w1", search="renewal", page=1, page_size=1)
+    page = service.list_campaigns("w1", search="renewal", page=1, page_size=1)
     assert page.total == 2 and len(page.items) == 1 and page.total_pages == 2
-    assert service.list("w1", status="ready").total == 3
-    assert service.list("w1", status="active").total == 0
+    assert service.list_campaigns("w1", status="ready").total == 3
+    assert service.list_campaigns("w1", status="active").total == 0
 
 
 def test_add_and_import_recipients_count_duplicates(service: CampaignService) -> None:

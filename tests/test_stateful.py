@@ -5,6 +5,7 @@ suppression and late additions."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -12,8 +13,8 @@ import attrs
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from invariants import check_campaign
 
+from invariants import check_campaign
 from outdial import (
     AgentSettings,
     BusinessHours,
@@ -113,13 +114,13 @@ class CampaignMachine(RuleBasedStateMachine):
             worker_id=f"worker-{self.worker % 2}",  # restarts reuse ids, as a service would
         )
 
-    @rule(which=st.integers(0, 1), action=st.sampled_from(["start", "pause", "resume", "terminate"]))
+    @rule(
+        which=st.integers(0, 1), action=st.sampled_from(["start", "pause", "resume", "terminate"])
+    )
     def act(self, which: int, action: str) -> None:
         ws, cid = self.campaigns[which]
-        try:
+        with contextlib.suppress(InvalidTransition):
             getattr(self.service, action)(ws, cid)
-        except InvalidTransition:
-            pass
 
     @rule(minutes=st.integers(0, 600))
     def run_for(self, minutes: int) -> None:
@@ -155,10 +156,8 @@ class CampaignMachine(RuleBasedStateMachine):
     def add_recipient(self, which: int, n: int) -> None:
         ws, cid = self.campaigns[which]
         number = f"+1212{2000000 + n:07d}"
-        try:
+        with contextlib.suppress(InvalidTransition, ValueError):
             self.service.add_recipient(ws, cid, number)
-        except (InvalidTransition, ValueError):
-            pass
 
     def _counters(self, cid: str) -> object:
         with self.repo.transaction() as uow:

@@ -1,4 +1,5 @@
-from outdial.cli import main
 import sys
+
+from outdial.cli import main
 
 sys.exit(main())

@@ -25,13 +25,13 @@ def replace(inst: T, **changes: Any) -> T:
     cls = type(inst)
     known = _FIELDS.get(cls)
     if known is None:
-        names = tuple(a.name for a in attrs.fields(cls))  # type: ignore[misc]
+        names = tuple(a.name for a in attrs.fields(cls))  # type: ignore[arg-type]
         known = _FIELDS[cls] = (names, frozenset(names))
     names, name_set = known
     if not name_set.issuperset(changes):
         unknown = sorted(set(changes) - name_set)
         raise TypeError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
-    new = _new(cls)
+    new: T = _new(cls)
     for name in names:
         _set(new, name, changes[name] if name in changes else getattr(inst, name))
-    return new  # type: ignore[no-any-return]
+    return new

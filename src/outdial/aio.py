@@ -10,9 +10,9 @@ event loop never stalls on the database.
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from outdial.dialer import RunSummary, _Base
@@ -48,7 +48,7 @@ class AsyncDialer(_Base):
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
-    # -- one step ----------------------------------------------------------------------------------
+    # -- one step ------------------------------------------------
 
     async def tick(self) -> datetime | None:
         now = self.clock.now()
@@ -81,7 +81,7 @@ class AsyncDialer(_Base):
         self._recovered = True
         return len(attempts)
 
-    # -- running -----------------------------------------------------------------------------------
+    # -- running ------------------------------------------------
 
     async def run_until_idle(
         self, *, until: datetime | None = None, max_ticks: int | None = None
@@ -108,9 +108,8 @@ class AsyncDialer(_Base):
             if nxt > now:
                 if advance is not None:
                     advance(nxt)
-                else:
-                    if await self._sleep_until(nxt):
-                        wake = now
+                elif await self._sleep_until(nxt):
+                    wake = now
         if until is not None and advance is not None and self.clock.now() < until:
             advance(until)
         return RunSummary(
@@ -120,6 +119,9 @@ class AsyncDialer(_Base):
             self.events_applied - applied0,
             ticks,
         )
+
+    def _stop_requested(self) -> bool:
+        return self._stopping
 
     def wake(self) -> None:
         if self._wake is not None:
@@ -146,7 +148,7 @@ class AsyncDialer(_Base):
                     nxt = self.clock.now() + timedelta(seconds=1)
                 if self._next_reconcile is not None:
                     nxt = self._next_reconcile if nxt is None else min(nxt, self._next_reconcile)
-                if self._stopping:
+                if self._stop_requested():
                     break
                 await self._sleep_until(nxt)
         finally:
@@ -187,7 +189,7 @@ class AsyncDialer(_Base):
         self._wake.clear()
         return woken
 
-    # -- I/O -----------------------------------------------------------------------------------------
+    # -- I/O ------------------------------------------------
 
     async def _deliver_due(self, now: datetime) -> tuple[int, int]:
         n = freed = 0
@@ -214,9 +216,7 @@ class AsyncDialer(_Base):
                 return
         self.calls_placed += 1
         await self._db(self.core.record_placed, self.clock.now(), claim, placed)
-        self.log.debug(
-            "call_placed", attempt=claim.attempt.id, to=mask_phone(claim.request.to)
-        )
+        self.log.debug("call_placed", attempt=claim.attempt.id, to=mask_phone(claim.request.to))
 
     async def _dial_failed(self, claim: Claim, exc: ProviderError) -> None:
         decision = await self._db(self.core.record_dial_error, self.clock.now(), claim, exc)
@@ -252,7 +252,7 @@ class AsyncDialer(_Base):
         self, now: datetime, attempt_id: str, provider_name: str | None, external: str | None
     ) -> None:
         provider = self.provider_for(provider_name)
-        view: CallEvent | None | ProviderError
+        view: CallEvent | ProviderError | None
         try:
             view = await provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
         except ProviderError as exc:

@@ -11,7 +11,7 @@ The docs' diagram is drawn from the same table by :func:`mermaid_diagram`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -218,6 +218,8 @@ def _aware_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any
         require_aware(value, attribute.name)
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
 
 
 @attrs.frozen
@@ -246,7 +248,7 @@ class Campaign:
     prompt_variables: Mapping[str, str] = attrs.field(
         factory=lambda: MappingProxyType({}), converter=_frozen_str_map
     )
-    csv_column_headers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    csv_column_headers: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     max_recipients: int = attrs.field(default=10_000, validator=_positive)
     created_by: str | None = None
     counters: CampaignCounters = CampaignCounters()

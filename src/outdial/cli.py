@@ -10,6 +10,7 @@ installed (``--db`` chooses another URL), in memory otherwise.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import random
 import sys
@@ -45,15 +46,14 @@ def _repository(url: str | None, out: TextIO) -> tuple[Any, str]:
 
         return InMemoryRepository(), "memory"
     try:
-        from outdial import sql
+        sql: Any = importlib.import_module("outdial.sql")
     except ImportError:
         if url is not None:
             raise
         from outdial.testing import InMemoryRepository
 
         print(
-            "note: the sql extra is not installed (pip install 'outdial[sql]'); "
-            "running in memory",
+            "note: the sql extra is not installed (pip install 'outdial[sql]'); running in memory",
             file=out,
         )
         return InMemoryRepository(), "memory"
@@ -145,8 +145,12 @@ def demo(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             )
             err.flush()
         status = service.get("demo", campaign.id).campaign.status
-        if status.final or (summary.calls_placed == 0 and summary.events_applied == 0 and
-                            stats.in_flight == 0 and stats.pending == 0):
+        if status.final or (
+            summary.calls_placed == 0
+            and summary.events_applied == 0
+            and stats.in_flight == 0
+            and stats.pending == 0
+        ):
             break
     if not args.no_progress:
         err.write("\n")
@@ -192,7 +196,7 @@ def db_cmd(argv: Sequence[str], *, out: TextIO | None = None) -> int:
     parser.add_argument("url")
     args = parser.parse_args(argv)
     try:
-        from outdial import sql
+        sql: Any = importlib.import_module("outdial.sql")
     except ImportError:
         print("the sql extra is needed: pip install 'outdial[sql]'", file=sys.stderr)
         return 2

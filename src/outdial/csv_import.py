@@ -924,7 +924,8 @@ def _store(
     Returns how many ``add_batch`` inserted and the completeness of each field.
     """
     numbers, zones, zone_table = scan.numbers.records, scan.zones, scan.zone_table
-    filled = dict.fromkeys((*_QUALITY_FIELDS[1:], *(k for k, _ in layout.custom)), 0)
+    fields = (*_QUALITY_FIELDS[1:], *(key for key, _ in layout.custom))
+    filled = [0] * len(fields)
     inserted = 0
     batch: list[Recipient] = []
 
@@ -943,12 +944,9 @@ def _store(
         if not number:
             continue
         first, last, email, company, variables, priority = layout.values(cells)
-        for field, value in zip(_QUALITY_FIELDS[1:], (first, last, email, company), strict=True):
+        for i, value in enumerate((first, last, email, company, *variables.values())):
             if value:
-                filled[field] += 1
-        for field, value in variables.items():
-            if value:
-                filled[field] += 1
+                filled[i] += 1
         batch.append(
             Recipient(
                 id=new_id(),
@@ -972,6 +970,5 @@ def _store(
         flush()
     total = scan.unique
     quality = [FieldQuality("phone", total, total)]
-    quality += [FieldQuality(f, filled[f], total) for f in _QUALITY_FIELDS[1:]]
-    quality += [FieldQuality(key, filled[key], total) for key, _ in layout.custom]
+    quality += [FieldQuality(f, n, total) for f, n in zip(fields, filled, strict=True)]
     return inserted, tuple(quality)

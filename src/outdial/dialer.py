@@ -90,9 +90,7 @@ class _Base:
         else:
             self._provider = provider
         self.reconcile_interval = reconcile_interval
-        self.log = logger or structlog.get_logger("outdial.dialer").bind(
-            worker=self.core.worker_id
-        )
+        self.log = logger or structlog.get_logger("outdial.dialer").bind(worker=self.core.worker_id)
         self.calls_placed = 0
         self.events_applied = 0
         self._recheck: dict[str, datetime] = {}
@@ -151,7 +149,9 @@ class _Base:
             )
         elif result.effect in (Effect.DUPLICATE, Effect.STALE, Effect.LATE):
             self.log.debug(
-                "event_ignored", effect=str(result.effect), attempt=result.attempt_id,
+                "event_ignored",
+                effect=str(result.effect),
+                attempt=result.attempt_id,
                 reason=result.reason,
             )
 
@@ -180,7 +180,7 @@ class Dialer(_Base):
         self._stopping = False
         self._thread: threading.Thread | None = None
 
-    # -- one step ------------------------------------------------------------------------------
+    # -- one step ------------------------------------------------
 
     def tick(self) -> datetime | None:
         """Reconcile what is due, then dispatch until nothing more can start now.
@@ -221,7 +221,7 @@ class Dialer(_Base):
         self._recovered = True
         return len(attempts)
 
-    # -- running -----------------------------------------------------------------------------------
+    # -- running ------------------------------------------------
 
     def run_until_idle(
         self, *, until: datetime | None = None, max_ticks: int | None = None
@@ -310,6 +310,9 @@ class Dialer(_Base):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _stop_requested(self) -> bool:
+        return self._stopping
+
     def _loop(self) -> None:
         self.log.info("dialer_started")
         try:
@@ -335,13 +338,13 @@ class Dialer(_Base):
                 nxt = self._next_reconcile if nxt is None else min(nxt, self._next_reconcile)
             timeout = None if nxt is None else max(0.0, (nxt - self.clock.now()).total_seconds())
             with self._cond:
-                if self._stopping:
+                if self._stop_requested():
                     break
                 if not self._woken:
                     self._cond.wait(timeout)
         self.log.info("dialer_stopped")
 
-    # -- I/O ---------------------------------------------------------------------------------------
+    # -- I/O ------------------------------------------------
 
     def _deliver_due(self, now: datetime) -> tuple[int, int]:
         n = freed = 0
@@ -420,7 +423,7 @@ class Dialer(_Base):
         self, now: datetime, attempt_id: str, provider_name: str | None, external: str | None
     ) -> None:
         provider = self.provider_for(provider_name)
-        view: CallEvent | None | ProviderError
+        view: CallEvent | ProviderError | None
         try:
             view = provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
         except ProviderError as exc:

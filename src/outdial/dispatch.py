@@ -118,7 +118,7 @@ class DialerCore:
         self.rng = rng
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
 
-    # -- dispatch ---------------------------------------------------------------------------
+    # -- dispatch ------------------------------------------------
 
     def dispatch(self, now: datetime) -> tuple[list[Claim], Plan]:
         """One dispatch round: plan at ``now`` and commit the claims."""
@@ -247,7 +247,7 @@ class DialerCore:
                 out.append(ProgressUpdated(stored.id, stored.workspace_id, stored.counters, now))
         return stored
 
-    # -- results -------------------------------------------------------------------------------
+    # -- results ------------------------------------------------
 
     def record_placed(self, now: datetime, claim: Claim, placed: PlacedCall) -> None:
         out: list[DomainEvent] = []
@@ -359,7 +359,7 @@ class DialerCore:
         self._emit(out)
         return decision
 
-    # -- storage ------------------------------------------------------------------------------
+    # -- storage ------------------------------------------------
 
     def _find_attempt(self, uow: UnitOfWork, event: CallEvent) -> Attempt | None:
         attempt = uow.get_attempt(event.attempt_id) if event.attempt_id else None

@@ -63,13 +63,17 @@ __all__ = [
 _MINUTE = timedelta(seconds=60)
 
 
+def _int_map(value: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType({str(k): int(v) for k, v in value.items()})
+
+
 @attrs.frozen
 class EngineConfig:
     """Limits and safety delays shared by every campaign a runner drives."""
 
     global_limit: int | None = None  # calls in flight across everything
     workspace_limits: Mapping[str, int] = attrs.field(
-        factory=lambda: MappingProxyType({}), converter=lambda m: MappingProxyType(dict(m))
+        factory=lambda: MappingProxyType({}), converter=_int_map
     )
     default_workspace_limit: int | None = None
     candidate_slack: int = 8  # extra due recipients looked at per campaign per round
@@ -199,7 +203,7 @@ class Engine:
         self._calendars: dict[tuple[Any, ...], Calendar | NoPermittedWindow] = {}
         self._campaign_calendars: dict[tuple[str, int], Calendar | None] = {}
 
-    # -- calendars -------------------------------------------------------------------------
+    # -- calendars ------------------------------------------------
 
     def campaign_calendar(self, campaign: Campaign) -> Calendar | None:
         """The campaign's own calling window (None: no restriction)."""
@@ -258,7 +262,7 @@ class Engine:
                     earliest = at
         return earliest
 
-    # -- capacity ----------------------------------------------------------------------------
+    # -- capacity ------------------------------------------------
 
     def campaign_capacity(
         self, campaign: Campaign, in_flight: int, stats: DialStats, now: datetime
@@ -310,7 +314,7 @@ class Engine:
         """How many due recipients a runner should load for a campaign with ``capacity``."""
         return capacity + self.config.candidate_slack if capacity > 0 else 0
 
-    # -- dispatch ------------------------------------------------------------------------------
+    # -- dispatch ------------------------------------------------
 
     def plan(self, now: datetime, snapshot: Snapshot) -> Plan:
         transitions: list[CampaignTransition] = []
@@ -401,7 +405,7 @@ class Engine:
             wake_at = now
         return Plan(tuple(transitions), tuple(dials), tuple(skips), tuple(defers), wake_at)
 
-    # -- results ---------------------------------------------------------------------------------
+    # -- results ------------------------------------------------
 
     def on_placed(
         self, now: datetime, attempt: Attempt, recipient: Recipient | None, placed: PlacedCall
@@ -650,7 +654,7 @@ class Engine:
             return now - attempt.created_at >= self.config.call_timeout
         return False
 
-    # -- helpers -----------------------------------------------------------------------------------
+    # -- helpers ------------------------------------------------
 
     def _landed(
         self, decision: RetryDecision, campaign: Campaign, recipient: Recipient

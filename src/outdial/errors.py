@@ -206,7 +206,7 @@ class CampaignValidationError(OutdialError, ValueError):
 class NotFound(OutdialError, LookupError):
     """No such object in this workspace (another workspace's objects are 'not found')."""
 
-    def __init__(self, kind: str, id: object) -> None:  # noqa: A002
+    def __init__(self, kind: str, id: object) -> None:
         self.kind = kind
         self.id = id
         super().__init__(f"{kind} {id!r} not found")
@@ -383,6 +383,4 @@ class MissingExtra(OutdialError, ImportError):
     def __init__(self, extra: str, module: str) -> None:
         self.extra = extra
         self.module = module
-        super().__init__(
-            f"{module} is needed for this feature: pip install 'outdial[{extra}]'"
-        )
+        super().__init__(f"{module} is needed for this feature: pip install 'outdial[{extra}]'")

@@ -10,7 +10,7 @@ a late or out-of-order event can never move a recipient backwards.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -119,6 +119,14 @@ class Attempt:
         return self.status is not AttemptStatus.ENDED
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _attempt_tuple(value: Iterable[Attempt]) -> tuple[Attempt, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Recipient:
     """Somebody a campaign calls."""
@@ -137,7 +145,7 @@ class Recipient:
     )
     priority: int = 0  # higher first; ties in insertion order
     seq: int = 0  # insertion order within the campaign (assigned by the repository)
-    time_zones: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    time_zones: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     status: RecipientStatus = RecipientStatus.PENDING
     outcome: CallOutcome | None = None
     attempts: int = 0
@@ -148,7 +156,7 @@ class Recipient:
     external_call_id: str | None = None
     error: str | None = None
     updated_at: datetime | None = None
-    history: tuple[Attempt, ...] = attrs.field(default=(), converter=tuple, eq=False)
+    history: tuple[Attempt, ...] = attrs.field(default=(), converter=_attempt_tuple, eq=False)
 
     @property
     def name(self) -> str:

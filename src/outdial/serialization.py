@@ -63,8 +63,14 @@ converter.register_unstructure_hook(BusinessHours, lambda b: b.to_dict())
 converter.register_structure_hook(BusinessHours, lambda v, _: BusinessHours.from_dict(v))
 converter.register_unstructure_hook(RetryPolicy, lambda p: p.to_dict())
 converter.register_structure_hook(RetryPolicy, lambda v, _: RetryPolicy.from_dict(v))
+
+
+def _is_mapping(t: Any) -> bool:
+    return bool(t is Mapping or get_origin(t) is Mapping)
+
+
 converter.register_structure_hook_func(
-    lambda t: t is Mapping or get_origin(t) is Mapping,
+    _is_mapping,
     lambda v, _: MappingProxyType({str(k): x for k, x in (v or {}).items()}),
 )
 

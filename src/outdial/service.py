@@ -130,7 +130,9 @@ class CampaignStats:
 
     @property
     def progress(self) -> float:
-        return 1.0 if self.total == 0 else (self.completed + self.failed + self.skipped) / self.total
+        return (
+            1.0 if self.total == 0 else (self.completed + self.failed + self.skipped) / self.total
+        )
 
     def to_dict(self) -> dict[str, Any]:
         from outdial.serialization import unstructure
@@ -155,9 +157,7 @@ def default_agent_problems(agent: AgentSettings) -> list[Problem]:
     if agent.provider in _LOCAL_PROVIDERS:
         return problems
     if not agent.external_agent_id:
-        problems.append(
-            Problem("agent.external_agent_id", "agent is not synced to the provider")
-        )
+        problems.append(Problem("agent.external_agent_id", "agent is not synced to the provider"))
     if not agent.phone_number and not agent.phone_number_id:
         problems.append(Problem("agent.phone_number", "agent has no phone number assigned"))
     return problems
@@ -188,7 +188,7 @@ class CampaignService:
         self.draft_reuse_window = draft_reuse_window
         self._on_change = on_change
 
-    # -- helpers -------------------------------------------------------------------------------
+    # -- helpers ------------------------------------------------
 
     def _now(self) -> datetime:
         return self.clock.now()
@@ -206,7 +206,7 @@ class CampaignService:
     def _emit(self, out: list[DomainEvent]) -> None:
         self.core._emit(out)
 
-    # -- drafts -------------------------------------------------------------------------------------
+    # -- drafts ------------------------------------------------
 
     def create_draft(
         self,
@@ -218,9 +218,7 @@ class CampaignService:
         """An empty draft; a second create within 30 s returns the same untitled draft."""
         now = self._now()
         with self.repository.transaction() as uow:
-            recent = uow.find_recent_draft(
-                workspace_id, created_by, now - self.draft_reuse_window
-            )
+            recent = uow.find_recent_draft(workspace_id, created_by, now - self.draft_reuse_window)
             if recent is not None and not recent.deleted:
                 return DraftResult(recent, reused=True)
             campaign = Campaign(
@@ -231,9 +229,7 @@ class CampaignService:
                 name=UNTITLED,
                 created_by=created_by,
                 agent=agent or AgentSettings(),
-                business_hours=BusinessHours.weekly(
-                    "UTC", {"mon-fri": [("09:00", "17:00")]}
-                ),
+                business_hours=BusinessHours.weekly("UTC", {"mon-fri": [("09:00", "17:00")]}),
             )
             uow.add_campaign(campaign)
         return DraftResult(campaign, reused=False)
@@ -314,7 +310,9 @@ class CampaignService:
         if hours is not None and hours.enabled and hours.is_empty:
             problems.append(Problem("business_hours", "business hours enabled but empty"))
         if campaign.schedule_type is ScheduleType.SCHEDULED and campaign.scheduled_start_at is None:
-            problems.append(Problem("scheduled_start_at", "a scheduled campaign needs a start time"))
+            problems.append(
+                Problem("scheduled_start_at", "a scheduled campaign needs a start time")
+            )
         if (
             campaign.expires_at is not None
             and campaign.scheduled_start_at is not None
@@ -328,8 +326,8 @@ class CampaignService:
                 problems.append(
                     Problem("rule_set", f"unknown calling-rule set {campaign.rule_set!r}")
                 )
-        known = set(STANDARD_FIELDS) | set(campaign.prompt_variables) | set(
-            campaign.csv_column_headers
+        known = (
+            set(STANDARD_FIELDS) | set(campaign.prompt_variables) | set(campaign.csv_column_headers)
         )
         for field in ("prompt_template", "greeting_template"):
             template = getattr(campaign.agent, field)
@@ -346,7 +344,7 @@ class CampaignService:
                 )
         return problems
 
-    # -- updates and deletion --------------------------------------------------------------------
+    # -- updates and deletion ------------------------------------------------
 
     def update(self, workspace_id: str, campaign_id: str, **changes: Any) -> Campaign:
         """Change settings of a draft or ready campaign."""
@@ -387,7 +385,7 @@ class CampaignService:
                 raise InvalidTransition(campaign.status, "delete")
             uow.save_campaign(attrs.evolve(campaign, deleted_at=now, updated_at=now))
 
-    # -- lifecycle -----------------------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------
 
     def start(self, workspace_id: str, campaign_id: str) -> Campaign:
         """Ready -> active (immediate) or scheduled (start in the future)."""
@@ -434,9 +432,9 @@ class CampaignService:
         self._changed()
         return stored
 
-    # -- reading ------------------------------------------------------------------------------------
+    # -- reading ------------------------------------------------
 
-    def list(
+    def list_campaigns(
         self,
         workspace_id: str,
         *,
@@ -534,7 +532,7 @@ class CampaignService:
                 recipient = attrs.evolve(recipient, history=uow.attempts_for(recipient_id))
         return recipient
 
-    # -- recipients ---------------------------------------------------------------------------------
+    # -- recipients ------------------------------------------------
 
     def add_recipient(
         self,
@@ -619,15 +617,11 @@ class CampaignService:
         if campaign.counters.total + incoming > campaign.max_recipients:
             raise RowLimitExceeded(campaign.max_recipients, campaign.counters.total, incoming)
 
-    def _recipient(
-        self, campaign: Campaign, item: RecipientInput, row: int | None
-    ) -> Recipient:
+    def _recipient(self, campaign: Campaign, item: RecipientInput, row: int | None) -> Recipient:
         try:
             info = parse_phone(item.phone_number, campaign.default_region)
         except InvalidPhoneNumber as exc:
-            raise InvalidPhoneNumber(
-                exc.text, exc.reason, row=row, column="phone_number"
-            ) from None
+            raise InvalidPhoneNumber(exc.text, exc.reason, row=row, column="phone_number") from None
         now = self._now()
         return Recipient(
             id=self.new_id(),
@@ -689,7 +683,7 @@ class CampaignService:
                 )
             )
 
-    # -- calls ----------------------------------------------------------------------------------------
+    # -- calls ------------------------------------------------
 
     def test_call(self, workspace_id: str, campaign_id: str, phone_number: str) -> Attempt:
         """Place one test call with the campaign's agent; the campaign's counters are
@@ -741,7 +735,7 @@ class CampaignService:
         if providers is None:
             raise ProviderError("no provider configured on the service", provider=name or "")
         if isinstance(providers, Mapping):
-            if name in providers:
+            if name is not None and name in providers:
                 return providers[name]
             raise ProviderError(f"no provider configured for {name!r}", provider=name or "")
         return providers
@@ -752,7 +746,7 @@ class CampaignService:
         self._changed()
         return result
 
-    # -- suppression ----------------------------------------------------------------------------------
+    # -- suppression ------------------------------------------------
 
     def suppress(self, workspace_id: str, phone_number: str, reason: str = "do not call") -> str:
         """Add a number to the workspace's do-not-call list; returns its E.164 form."""

@@ -374,7 +374,7 @@ class _Call:
         "unknown_fate",
     )
 
-    def __init__(  # noqa: PLR0917 (internal, positional for speed)
+    def __init__(
         self,
         attempt_id: str,
         external_id: str,
