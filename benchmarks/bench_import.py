@@ -47,7 +47,9 @@ def phone_numbers(count: int, seed: int = 7) -> list[str]:
     while len(numbers) < count:
         kind = rng.random()
         if kind < 0.5:
-            text = f"({rng.choice(_US_AREA_CODES)}) {rng.randint(200, 999)}-{rng.randint(0, 9999):04d}"
+            text = (
+                f"({rng.choice(_US_AREA_CODES)}) {rng.randint(200, 999)}-{rng.randint(0, 9999):04d}"
+            )
         elif kind < 0.8:
             text = f"+91 {rng.choice('6789')}{rng.randint(0, 999_999_999):09d}"
         else:
@@ -109,8 +111,14 @@ def run() -> list[tuple[str, str]]:
     imported = _best(lambda: _import(data))
     bare = _best(lambda: _bare_loop(numbers))
     rows: list[tuple[str, str]] = [
-        (f"import {ROWS:,} rows", f"{ROWS / imported:,.0f} rows/s ({imported * 1e6 / ROWS:.1f} us/row)"),
-        (f"parse + is_valid {ROWS:,} numbers", f"{ROWS / bare:,.0f} rows/s ({bare * 1e6 / ROWS:.1f} us/row)"),
+        (
+            f"import {ROWS:,} rows",
+            f"{ROWS / imported:,.0f} rows/s ({imported * 1e6 / ROWS:.1f} us/row)",
+        ),
+        (
+            f"parse + is_valid {ROWS:,} numbers",
+            f"{ROWS / bare:,.0f} rows/s ({bare * 1e6 / ROWS:.1f} us/row)",
+        ),
         ("ratio import / bare parse", f"{imported / bare:.2f} (target <= 1.3)"),
     ]
     with tempfile.TemporaryDirectory() as folder:

@@ -12,8 +12,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from support.postgres import PostgresUnavailable, throwaway_postgres
+
+
+# Library logs are rendered and dropped in tests (structlog.testing.capture_logs still
+# sees them): thousands of expected warnings would otherwise bury pytest's output.
+structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
 
 
 def _in_ci() -> bool:

@@ -27,22 +27,26 @@ Columns
     its first space into first and last name when the file has neither a first
     nor a last name column; otherwise it is kept as the custom variable ``name``.
     Every other column is a custom variable under a normalised key (``Due Date``
-    becomes ``due_date``) so that message templates can say ``{due_date}``.
+    becomes ``due_date``) so that message templates can say ``{due_date}``; a
+    key never takes a standard field's name (a second ``email`` column becomes
+    ``email_2``). A blank header names ``column_N``; blank headers at the end of
+    the header row (a trailing delimiter) name nothing, and a row with values
+    beyond the last named column is refused rather than silently cut.
 
 Cells
     Cells are stripped of surrounding blanks. Everything is stored as text and
     never evaluated, including cells that look like spreadsheet formulas
-    (``=SUM(A1)``). A leading ``'`` in front of ``= + - @`` (or a tab or carriage
-    return) is the escape :func:`export_recipients_csv` writes and is removed
-    again on import, so exported files import unchanged.
+    (``=SUM(A1)``). A leading ``'`` in front of ``= + - @``, a tab, a carriage
+    return or another ``'`` is the escape :func:`export_recipients_csv` writes;
+    import removes it, so an exported file imports back unchanged.
 
 Memory
     Files are streamed in 64 KB chunks and never read whole. An import makes two
     passes: the first validates every row and counts, so that an import over the
     row limit is refused before anything is stored; the second builds recipients
     batch by batch. Between passes it keeps, per row, the E.164 number as an
-    integer and an index into the distinct time-zone tuples (10 bytes), plus a
-    compact set of the numbers seen (16 to 32 bytes per unique number) and the
+    integer and an index into the distinct time-zone tuples (10 bytes), plus an
+    index of the numbers seen (8 to 16 bytes per distinct number) and the
     rejected rows' problems. A source that cannot seek is first spooled to a
     temporary file (in memory up to 4 MB, then on disk).
 """
@@ -126,6 +130,7 @@ FIELD_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 
 # Cell beginnings a spreadsheet may treat as a formula (OWASP "CSV injection").
 _FORMULA_START = frozenset("=+-@\t\r")
+_ESCAPED_START = _FORMULA_START | {"'"}  # after a leading ' that an export added
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _PUNCTUATION = re.compile(r"[\W_]+")
 _DELIMITERS = ",;\t"
@@ -462,7 +467,14 @@ def _text(value: object) -> str:
 
 
 def _escaped(text: str) -> str:
-    return "'" + text if text and text[0] in _FORMULA_START else text
+    """``text`` with a leading ``'`` if a spreadsheet could run it as a formula.
+
+    Text that already starts with ``'`` and then ``'`` or a formula character gets
+    one too, so that import (which removes one such ``'``) gives back ``text``.
+    """
+    if text[:1] in _FORMULA_START or (text[:1] == "'" and text[1:2] in _ESCAPED_START):
+        return "'" + text
+    return text
 
 
 # -- the header ----------------------------------------------------------------------------
@@ -605,11 +617,9 @@ class _Layout:
 
 
 def _clean(cell: str) -> str:
-    """A stripped cell, without the ``'`` an export puts before formula-like text."""
+    """A stripped cell, without the ``'`` that :func:`_escaped` may have put in front."""
     cell = cell.strip()
-    if len(cell) > 1 and cell[0] == "'" and cell[1] in _FORMULA_START:
-        return cell[1:]
-    return cell
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in _ESCAPED_START else cell
 
 
 def _optional(cells: list[str], column: int | None) -> str | None:
@@ -657,7 +667,7 @@ def _open_csv(chunks: Iterator[bytes]) -> tuple[_Layout, Iterator[_Record]]:
         if error is not None:
             raise CsvImportError(f"cannot read the header: {error}", row=row)
         if not _blank(cells):
-            headers = [cell.strip() for cell in cells]
+            headers = [_clean(cell) for cell in cells]
             while not headers[-1]:  # a trailing delimiter names no column
                 headers.pop()
             return _Layout.of(tuple(headers), row, delimiter), records
@@ -791,13 +801,19 @@ def _passes(source: CsvSource) -> Iterator[Callable[[], _Chunks]]:
 
 
 def _tell(stream: IO[Any]) -> int | None:
+    """Where ``stream`` stands, if it can seek back there; else ``None``."""
     try:
-        return stream.tell() if stream.seekable() else None
-    except (AttributeError, OSError, ValueError):
+        position = stream.tell()
+        stream.seek(position)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
         return None
+    return position
 
 
 # -- the two passes of an import ------------------------------------------------------------
+
+
+_POSITION = "I" if array("I").itemsize >= 4 else "L"  # an unsigned type of 4 bytes or more
 
 
 class _Numbers:
@@ -815,7 +831,7 @@ class _Numbers:
         self.records = array("q")
         self.unique = 0
         self._bits = 10
-        self._index = array("I", [0]) * (1 << self._bits)  # record position + 1; 0 is empty
+        self._index = array(_POSITION, [0]) * (1 << self._bits)  # record position + 1; 0: empty
 
     def skip(self) -> None:
         """The next record imports nothing."""
@@ -840,7 +856,7 @@ class _Numbers:
 
     def _grow(self) -> None:
         self._bits += 1
-        index = array("I", [0]) * (1 << self._bits)
+        index = array(_POSITION, [0]) * (1 << self._bits)
         mask = len(index) - 1
         for position, number in enumerate(self.records, 1):
             if number:

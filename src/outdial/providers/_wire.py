@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from outdial.errors import WebhookPayloadError
 from outdial.ports import WebhookRequest
@@ -34,10 +34,11 @@ _UTC = timezone.utc
 
 
 def add_query(url: str, params: Sequence[tuple[str, str]]) -> str:
-    """``url`` with ``params`` appended to its query (existing parameters kept)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    return urlunsplit(parts._replace(query=urlencode([*query, *params])))
+    """``url`` with ``params`` appended to its query (existing parameters and
+    any fragment kept)."""
+    base, hash_, fragment = url.partition("#")
+    joiner = "" if base.endswith(("?", "&")) else ("&" if "?" in base else "?")
+    return base + joiner + urlencode(list(params)) + hash_ + fragment
 
 
 def query_params(url: str) -> dict[str, str]:

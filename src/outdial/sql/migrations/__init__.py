@@ -1,0 +1,1 @@
+"""Alembic migrations of the outdial schema (run with :func:`outdial.sql.upgrade`)."""

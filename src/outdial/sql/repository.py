@@ -1,0 +1,1417 @@
+"""The SQL :class:`~outdial.ports.Repository`: SQLite and PostgreSQL through SQLAlchemy Core.
+
+One :class:`SqlRepository` wraps one SQLAlchemy engine; ``transaction()`` checks
+a connection out of its pool, so one repository serves every thread of a process
+(several dialer tasks, an asyncio runner's worker threads, web handlers).
+
+**Transactions.**
+
+- *SQLite*: every transaction starts with ``BEGIN IMMEDIATE`` (it takes the
+  file's write lock at once, so a transaction never fails half-way when it first
+  writes), in WAL mode with a busy timeout, so readers never block and a second
+  process simply waits its turn. Inside one process a lock queues the threads,
+  which is fairer than SQLite's busy polling. ``dispatch_lock`` asks for nothing
+  more: the write lock already serialises claims.
+- *PostgreSQL*: ``READ COMMITTED``. ``transaction(dispatch_lock=True)`` first
+  takes ``pg_advisory_xact_lock`` on a constant key, so capacity checks and the
+  claims that follow them are serialised across every worker (a snapshot cannot
+  see another worker's uncommitted claim). In such a transaction
+  ``due_recipients`` also locks what it returns with ``FOR UPDATE SKIP LOCKED``,
+  passing over rows another transaction is changing. ``get_attempt`` and
+  ``find_attempt`` lock the attempt (``FOR UPDATE``), so two handlers of the same
+  webhook take turns and the second sees the first one's result (exactly once).
+
+**Counters** (invariant 8) are moved in the same transaction as the recipients:
+the unit of work adds the moves up and writes each campaign's counters once,
+just before commit (one short row lock instead of one per recipient); reads made
+inside the transaction add the moves not yet written.
+
+**Guards in the database.** ``save_recipient`` is a compare-and-set on the
+status the caller read; ``save_attempt`` refuses a write whose ``claim_token`` is
+older than the stored one (:class:`~outdial.errors.StaleClaim`); a partial unique
+index refuses a second attempt in flight with the same recipient and number.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from outdial._time import UTC, to_utc
+from outdial.calendar import BusinessHours
+from outdial.campaign import AgentSettings, Campaign, CampaignCounters, CampaignStatus, ScheduleType
+from outdial.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    NotFound,
+    OutdialError,
+    RepositoryError,
+    StaleClaim,
+)
+from outdial.outcomes import CallOutcome
+from outdial.ports import DialStats, InFlightCounts, Page
+from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
+from outdial.retry import RetryPolicy
+from outdial.serialization import structure, unstructure
+from outdial.sql.schema import (
+    ATTEMPTS,
+    CAMPAIGN_RANK_SEQUENCE,
+    CAMPAIGNS,
+    COUNTERS,
+    OUTCOMES,
+    RECIPIENT_SEQ_SEQUENCE,
+    RECIPIENTS,
+    SUPPRESSIONS,
+    WORKERS,
+)
+
+__all__ = ["DISPATCH_LOCK_KEY", "SqlRepository", "SqlUnitOfWork"]
+
+#: The PostgreSQL advisory lock key taken by ``transaction(dispatch_lock=True)``
+#: (``b"outd"`` as an integer).
+DISPATCH_LOCK_KEY: Final = 0x6F757464
+#: First key of the per-campaign advisory lock that serialises imports.
+_IMPORT_LOCK_SPACE: Final = 0x696D70  # b"imp"
+
+_CHUNK = 1_000  # rows per statement for IN lists and inserts
+_COPY_AT_LEAST = 200  # PostgreSQL: batches this large are written with COPY
+_PENDING = RecipientStatus.PENDING.value
+_ENDED = AttemptStatus.ENDED.value
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FINAL = tuple(s.value for s in RecipientStatus if s.final)
+_DISPATCHABLE = (
+    CampaignStatus.SCHEDULED.value,
+    CampaignStatus.ACTIVE.value,
+    CampaignStatus.PAUSED.value,
+)
+_UNTITLED = ("", "Untitled Campaign")
+_MINUTE = timedelta(seconds=60)
+_US = timedelta(microseconds=1)
+_STATUS_COLUMNS = tuple(s.value for s in RecipientStatus)
+#: the columns that are fields of ``CampaignCounters``
+_CAMPAIGN_COUNTERS = (*_STATUS_COLUMNS, "total", "answered", "attempts")
+_COUNTER_COLUMNS = (*_CAMPAIGN_COUNTERS, "answered_calls")
+
+
+# -- rows <-> values -----------------------------------------------------------------------
+
+
+def _campaign_values(c: Campaign) -> dict[str, Any]:
+    return {
+        "workspace_id": c.workspace_id,
+        "name": c.name,
+        "description": c.description,
+        "status": c.status.value,
+        "agent": unstructure(c.agent),
+        "schedule_type": c.schedule_type.value,
+        "scheduled_start_at": c.scheduled_start_at,
+        "expires_at": c.expires_at,
+        "timezone": c.timezone,
+        "business_hours": None if c.business_hours is None else unstructure(c.business_hours),
+        "rule_set": c.rule_set,
+        "default_region": c.default_region,
+        "concurrency_limit": c.concurrency_limit,
+        "calls_per_minute": c.calls_per_minute,
+        "min_spacing_us": c.min_spacing // _US,
+        "daily_cap": c.daily_cap,
+        "retry_policy": unstructure(c.retry_policy),
+        "prompt_variables": dict(c.prompt_variables),
+        "csv_column_headers": list(c.csv_column_headers),
+        "max_recipients": c.max_recipients,
+        "created_by": c.created_by,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+        "started_at": c.started_at,
+        "completed_at": c.completed_at,
+        "deleted_at": c.deleted_at,
+        "status_reason": c.status_reason,
+    }
+
+
+_CAMPAIGN_READ = [*CAMPAIGNS.c, *(COUNTERS.c[name] for name in _COUNTER_COLUMNS)]
+
+
+def _campaign_from_row(row: Any, counters: CampaignCounters) -> Campaign:
+    m = row._mapping
+    hours = m["business_hours"]
+    return Campaign(
+        id=m["id"],
+        workspace_id=m["workspace_id"],
+        created_at=m["created_at"],
+        name=m["name"],
+        description=m["description"],
+        status=CampaignStatus(m["status"]),
+        agent=structure(m["agent"], AgentSettings),
+        schedule_type=ScheduleType(m["schedule_type"]),
+        scheduled_start_at=m["scheduled_start_at"],
+        expires_at=m["expires_at"],
+        timezone=m["timezone"],
+        business_hours=None if hours is None else structure(hours, BusinessHours),
+        rule_set=m["rule_set"],
+        default_region=m["default_region"],
+        concurrency_limit=m["concurrency_limit"],
+        calls_per_minute=m["calls_per_minute"],
+        min_spacing=timedelta(microseconds=m["min_spacing_us"]),
+        daily_cap=m["daily_cap"],
+        retry_policy=structure(m["retry_policy"], RetryPolicy),
+        prompt_variables=m["prompt_variables"],
+        csv_column_headers=tuple(m["csv_column_headers"]),
+        max_recipients=m["max_recipients"],
+        created_by=m["created_by"],
+        counters=counters,
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        completed_at=m["completed_at"],
+        deleted_at=m["deleted_at"],
+        status_reason=m["status_reason"],
+        version=m["version"],
+    )
+
+
+def _recipient_values(r: Recipient) -> dict[str, Any]:
+    return {
+        "workspace_id": r.workspace_id,
+        "phone": r.phone,
+        "priority": r.priority,
+        "status": r.status.value,
+        "outcome": None if r.outcome is None else r.outcome.value,
+        "attempts": r.attempts,
+        "next_attempt_at": r.next_attempt_at,
+        "last_attempt_at": r.last_attempt_at,
+        "last_retry_delay_seconds": r.last_retry_delay_seconds,
+        "duration_seconds": r.duration_seconds,
+        "external_call_id": r.external_call_id,
+        "error": r.error,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "first_name": r.first_name,
+        "last_name": r.last_name,
+        "email": r.email,
+        "company": r.company,
+        "variables": dict(r.variables),
+        "time_zones": list(r.time_zones),
+    }
+
+
+def _recipient_from_row(row: Any) -> Recipient:
+    m = row._mapping
+    outcome = m["outcome"]
+    return Recipient(
+        id=m["id"],
+        campaign_id=m["campaign_id"],
+        workspace_id=m["workspace_id"],
+        phone=m["phone"],
+        created_at=m["created_at"],
+        first_name=m["first_name"],
+        last_name=m["last_name"],
+        email=m["email"],
+        company=m["company"],
+        variables=m["variables"],
+        priority=m["priority"],
+        seq=m["seq"],
+        time_zones=m["time_zones"],
+        status=RecipientStatus(m["status"]),
+        outcome=None if outcome is None else CallOutcome(outcome),
+        attempts=m["attempts"],
+        next_attempt_at=m["next_attempt_at"],
+        last_attempt_at=m["last_attempt_at"],
+        last_retry_delay_seconds=m["last_retry_delay_seconds"],
+        duration_seconds=m["duration_seconds"],
+        external_call_id=m["external_call_id"],
+        error=m["error"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _attempt_values(a: Attempt) -> dict[str, Any]:
+    return {
+        "campaign_id": a.campaign_id,
+        "recipient_id": a.recipient_id,
+        "workspace_id": a.workspace_id,
+        "number": a.number,
+        "phone": a.phone,
+        "status": a.status.value,
+        "provider": a.provider,
+        "external_call_id": a.external_call_id,
+        "created_at": a.created_at,
+        "placed_at": a.placed_at,
+        "answered_at": a.answered_at,
+        "ended_at": a.ended_at,
+        "outcome": None if a.outcome is None else a.outcome.value,
+        "duration_seconds": a.duration_seconds,
+        "error": a.error,
+        "last_sequence": a.last_sequence,
+        "worker_id": a.worker_id,
+        "claim_token": a.claim_token,
+        "test_call": a.test_call,
+    }
+
+
+_ATTEMPT_READ = [c for c in ATTEMPTS.c if c.name not in ("recorded_at", "closed_at")]
+
+
+def _attempt_from_row(row: Any) -> Attempt:
+    m = row._mapping
+    outcome = m["outcome"]
+    return Attempt(
+        id=m["id"],
+        campaign_id=m["campaign_id"],
+        recipient_id=m["recipient_id"],
+        workspace_id=m["workspace_id"],
+        number=m["number"],
+        phone=m["phone"],
+        created_at=m["created_at"],
+        status=AttemptStatus(m["status"]),
+        provider=m["provider"],
+        external_call_id=m["external_call_id"],
+        placed_at=m["placed_at"],
+        answered_at=m["answered_at"],
+        ended_at=m["ended_at"],
+        outcome=None if outcome is None else CallOutcome(outcome),
+        duration_seconds=m["duration_seconds"],
+        error=m["error"],
+        last_sequence=m["last_sequence"],
+        worker_id=m["worker_id"],
+        claim_token=m["claim_token"],
+        test_call=bool(m["test_call"]),
+    )
+
+
+def _counters_from(
+    m: Mapping[str, Any] | None, moves: Mapping[str, float] | None
+) -> CampaignCounters:
+    values = {name: int((m or {}).get(name) or 0) for name in _CAMPAIGN_COUNTERS}
+    if moves:
+        for name in values:
+            values[name] += int(moves.get(name, 0))
+    return CampaignCounters(**values)
+
+
+def _answered(status: str, outcome: str | None) -> int:
+    return int(status == RecipientStatus.COMPLETED.value and outcome == CallOutcome.ANSWERED.value)
+
+
+def _final_outcome(status: str, outcome: str | None) -> str | None:
+    return outcome if status in _FINAL else None
+
+
+def _answered_duration(status: str, outcome: str | None, duration: float | None) -> float | None:
+    if status != _ENDED or outcome != CallOutcome.ANSWERED.value:
+        return None
+    return duration
+
+
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _page_bounds(page: int, page_size: int) -> tuple[int, int]:
+    if page < 1:
+        raise ConfigurationError("page", page, "must be 1 or more")
+    if page_size < 1:
+        raise ConfigurationError("page_size", page_size, "must be 1 or more")
+    return (page - 1) * page_size, page_size
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _folded(column: Any, postgres: bool) -> Any:
+    """``column`` case-folded in SQL (Python's ``str.casefold`` on SQLite)."""
+    return sa.func.lower(column) if postgres else sa.func.outdial_casefold(column)
+
+
+# -- statements built once ------------------------------------------------------------------
+
+_P = sa.bindparam
+_R = RECIPIENTS.c
+_A = ATTEMPTS.c
+_C = CAMPAIGNS.c
+# Literal, not bound: the planners match these against the partial indexes' predicates.
+_IS_PENDING = _R.status == sa.literal_column("'pending'")
+_NOT_ENDED = _A.status != sa.literal_column("'ended'")
+
+_GET_CAMPAIGN = (
+    sa.select(*_CAMPAIGN_READ)
+    .select_from(CAMPAIGNS.outerjoin(COUNTERS, COUNTERS.c.campaign_id == _C.id))
+    .where(_C.id == _P("id"))
+)
+_CAMPAIGN_EXISTS = sa.select(_C.id).where(_C.id == _P("id"))
+_GET_RECIPIENT = sa.select(RECIPIENTS).where(_R.id == _P("id"))
+_GET_ATTEMPT = sa.select(*_ATTEMPT_READ).where(_A.id == _P("id"))
+_FIND_ATTEMPT = sa.select(*_ATTEMPT_READ).where(
+    _A.provider == _P("provider"), _A.external_call_id == _P("external")
+)
+_STORED_ATTEMPT = sa.select(
+    _A.status,
+    _A.outcome,
+    _A.duration_seconds,
+    _A.test_call,
+    _A.campaign_id,
+    _A.claim_token,
+).where(_A.id == _P("id"))
+_EXTERNAL_OWNER = sa.select(_A.id).where(
+    _A.provider == _P("provider"), _A.external_call_id == _P("external"), _A.id != _P("id")
+)
+_READY = (
+    sa.select(RECIPIENTS)
+    .where(_R.campaign_id == _P("cid"), _IS_PENDING, _R.next_attempt_at.is_(None))
+    .order_by(_R.priority.desc(), _R.seq)
+    .limit(_P("limit"))
+)
+_WAITING_DUE = (
+    sa.select(RECIPIENTS)
+    .where(
+        _R.campaign_id == _P("cid"),
+        _IS_PENDING,
+        _R.next_attempt_at.is_not(None),
+        _R.next_attempt_at <= _P("now", type_=_R.next_attempt_at.type),
+    )
+    .order_by(_R.priority.desc(), _R.seq)
+    .limit(_P("limit"))
+)
+_NEXT_DUE = sa.select(sa.func.min(_R.next_attempt_at)).where(
+    _R.campaign_id == _P("cid"),
+    _IS_PENDING,
+    _R.next_attempt_at.is_not(None),
+    _R.next_attempt_at > _P("now", type_=_R.next_attempt_at.type),
+)
+_LAST_START = (
+    sa.select(_A.created_at)
+    .where(
+        _A.campaign_id == _P("cid"),
+        _A.test_call.is_(False),
+        _A.created_at <= _P("now", type_=_A.created_at.type),
+    )
+    .order_by(_A.created_at.desc())
+    .limit(1)
+)
+_STARTS_BETWEEN = (
+    sa.select(_A.created_at)
+    .where(
+        _A.campaign_id == _P("cid"),
+        _A.test_call.is_(False),
+        _A.created_at > _P("after", type_=_A.created_at.type),
+        _A.created_at <= _P("now", type_=_A.created_at.type),
+    )
+    .order_by(_A.created_at)
+)
+_COUNT_STARTS = sa.select(sa.func.count()).where(
+    _A.campaign_id == _P("cid"),
+    _A.test_call.is_(False),
+    _A.created_at >= _P("since", type_=_A.created_at.type),
+    _A.created_at <= _P("now", type_=_A.created_at.type),
+)
+_IN_FLIGHT = (
+    sa.select(_A.campaign_id, _A.workspace_id, _A.test_call, sa.func.count())
+    .where(_NOT_ENDED)
+    .group_by(_A.campaign_id, _A.workspace_id, _A.test_call)
+)
+_UNFINISHED = (
+    sa.select(*_ATTEMPT_READ)
+    .where(_NOT_ENDED, _A.created_at < _P("before", type_=_A.created_at.type))
+    .order_by(_A.created_at)
+)
+_ATTEMPTS_FOR = (
+    sa.select(*_ATTEMPT_READ).where(_A.recipient_id == _P("rid")).order_by(_A.number, _A.created_at)
+)
+_ATTEMPT_STARTS = (
+    sa.select(_A.recipient_id, _A.created_at)
+    .where(
+        _A.recipient_id.in_(_P("ids", expanding=True)),
+        _A.test_call.is_(False),
+        _A.created_at >= _P("since", type_=_A.created_at.type),
+    )
+    .order_by(_A.created_at)
+)
+_EXISTING_PHONES = sa.select(_R.phone).where(
+    _R.campaign_id == _P("cid"), _R.phone.in_(_P("phones", expanding=True))
+)
+_EXISTING_RECIPIENT_IDS = sa.select(_R.id).where(_R.id.in_(_P("ids", expanding=True)))
+_MAX_SEQ = sa.select(sa.func.coalesce(sa.func.max(_R.seq), 0)).where(_R.campaign_id == _P("cid"))
+_MAX_RANK = sa.select(sa.func.coalesce(sa.func.max(_C.rank), 0))
+_SUPPRESSED = sa.select(SUPPRESSIONS.c.phone).where(
+    SUPPRESSIONS.c.workspace_id == _P("ws"),
+    SUPPRESSIONS.c.phone.in_(_P("phones", expanding=True)),
+)
+_UNSUPPRESS = sa.delete(SUPPRESSIONS).where(
+    SUPPRESSIONS.c.workspace_id == _P("ws"), SUPPRESSIONS.c.phone == _P("phone")
+)
+_OUTCOMES = sa.select(OUTCOMES.c.outcome, OUTCOMES.c.recipients).where(
+    OUTCOMES.c.campaign_id == _P("cid")
+)
+_DURATIONS = sa.select(COUNTERS.c.answered_calls, COUNTERS.c.answered_seconds).where(
+    COUNTERS.c.campaign_id == _P("cid")
+)
+_COUNTERS_ROW = sa.select(*(COUNTERS.c[n] for n in _COUNTER_COLUMNS)).where(
+    COUNTERS.c.campaign_id == _P("cid")
+)
+_RECIPIENT_STATE = sa.select(_R.status, _R.campaign_id).where(_R.id == _P("id"))
+_PHONE_TAKEN = sa.select(_R.id).where(
+    _R.campaign_id == _P("cid"), _R.phone == _P("phone"), _R.id != _P("id")
+)
+_CAMPAIGN_STATE = sa.select(_C.workspace_id, _C.version).where(_C.id == _P("id"))
+_RECIPIENT_UPDATE_COLUMNS = tuple(
+    _recipient_values(
+        Recipient(id="", campaign_id="", workspace_id="", phone="", created_at=_EPOCH)
+    )
+)
+_UPDATE_RECIPIENT = (
+    sa.update(RECIPIENTS)
+    .where(
+        _R.id == _P("r_id"),
+        _R.campaign_id == _P("r_campaign_id"),
+        _R.status == _P("r_previous_status"),
+    )
+    .values({name: _P(name, type_=_R[name].type) for name in _RECIPIENT_UPDATE_COLUMNS})
+)
+_UPDATE_FINAL_RECIPIENT = _UPDATE_RECIPIENT.where(
+    _R.outcome.is_not_distinct_from(_P("r_previous_outcome", type_=_R.outcome.type))
+)
+_ATTEMPT_UPDATE_COLUMNS = tuple(
+    _attempt_values(
+        Attempt(
+            id="",
+            campaign_id="",
+            recipient_id="",
+            workspace_id="",
+            number=0,
+            phone="",
+            created_at=_EPOCH,
+        )
+    )
+)
+_CAMPAIGN_UPDATE_COLUMNS = tuple(
+    _campaign_values(Campaign(id="", workspace_id="", created_at=_EPOCH))
+)
+_UPDATE_CAMPAIGN = (
+    sa.update(CAMPAIGNS)
+    .where(_C.id == _P("c_id"), _C.workspace_id == _P("c_ws"), _C.version == _P("c_version"))
+    .values(
+        {
+            **{name: _P(name, type_=_C[name].type) for name in _CAMPAIGN_UPDATE_COLUMNS},
+            "version": _C.version + 1,
+        }
+    )
+)
+_MOVE_COUNTERS = (
+    sa.update(COUNTERS)
+    .where(COUNTERS.c.campaign_id == _P("c_id"))
+    .values(
+        {
+            **{name: COUNTERS.c[name] + _P(f"d_{name}") for name in _COUNTER_COLUMNS},
+            "answered_seconds": COUNTERS.c.answered_seconds
+            + _P("d_answered_seconds", type_=sa.Float),
+        }
+    )
+)
+
+
+class _Moves:
+    """Counter moves of one transaction not yet written, per campaign."""
+
+    __slots__ = ("counters", "outcomes")
+
+    def __init__(self) -> None:
+        self.counters: dict[str, dict[str, float]] = {}
+        self.outcomes: dict[str, dict[str, int]] = {}
+
+    def add(self, campaign_id: str, **deltas: float) -> None:
+        moves = self.counters.setdefault(campaign_id, {})
+        for name, delta in deltas.items():
+            if delta:
+                moves[name] = moves.get(name, 0) + delta
+
+    def outcome(self, campaign_id: str, old: str | None, new: str | None) -> None:
+        if old == new:
+            return
+        moves = self.outcomes.setdefault(campaign_id, {})
+        if old is not None:
+            moves[old] = moves.get(old, 0) - 1
+        if new is not None:
+            moves[new] = moves.get(new, 0) + 1
+
+    def merge(self, other: _Moves) -> None:
+        for campaign_id, deltas in other.counters.items():
+            self.add(campaign_id, **deltas)
+        for campaign_id, counts in other.outcomes.items():
+            mine = self.outcomes.setdefault(campaign_id, {})
+            for outcome, n in counts.items():
+                mine[outcome] = mine.get(outcome, 0) + n
+
+    def clear(self) -> None:
+        self.counters.clear()
+        self.outcomes.clear()
+
+
+class SqlUnitOfWork:
+    """One transaction on a :class:`SqlRepository` (implements ``UnitOfWork``).
+
+    Only valid inside its ``with repository.transaction()`` block; using it
+    afterwards raises :class:`~outdial.errors.RepositoryError`.
+    """
+
+    def __init__(self, repository: SqlRepository, conn: sa.Connection, *, dispatch: bool) -> None:
+        self._repo = repository
+        self._conn = conn
+        self._pg = repository.postgres
+        self._dispatch = dispatch
+        self._open = True
+        self._moves = _Moves()
+        self._known: set[str] = set()  # campaign ids seen to exist in this transaction
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _c(self) -> sa.Connection:
+        if not self._open:
+            raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        return self._conn
+
+    def _close(self) -> None:
+        self._open = False
+
+    def _stamp(self) -> Any:
+        """The database clock (PostgreSQL) or this process's clock under SQLite's
+        write lock: either way, later transactions get later stamps."""
+        return sa.func.clock_timestamp() if self._pg else datetime.now(UTC)
+
+    def _require_campaign(self, campaign_id: str) -> None:
+        if campaign_id in self._known:
+            return
+        if self._c().execute(_CAMPAIGN_EXISTS, {"id": campaign_id}).first() is None:
+            raise NotFound("campaign", campaign_id)
+        self._known.add(campaign_id)
+
+    def _flush(self) -> None:
+        """Write the counter moves of this transaction (called before commit)."""
+        conn = self._conn
+        for campaign_id, moves in self._moves.counters.items():
+            if not any(moves.values()):
+                continue
+            params: dict[str, Any] = {
+                f"d_{name}": int(moves.get(name, 0)) for name in _COUNTER_COLUMNS
+            }
+            params["d_answered_seconds"] = float(moves.get("answered_seconds", 0.0))
+            params["c_id"] = campaign_id
+            conn.execute(_MOVE_COUNTERS, params)
+        rows = [
+            {"campaign_id": cid, "outcome": outcome, "recipients": n}
+            for cid, moves in self._moves.outcomes.items()
+            for outcome, n in moves.items()
+            if n
+        ]
+        if rows:
+            insert = (pg_dialect.insert if self._pg else sqlite_dialect.insert)(OUTCOMES)
+            upsert = insert.on_conflict_do_update(
+                index_elements=[OUTCOMES.c.campaign_id, OUTCOMES.c.outcome],
+                set_={"recipients": OUTCOMES.c.recipients + insert.excluded.recipients},
+            )
+            for row in rows:
+                conn.execute(upsert, row)
+        self._moves.clear()
+
+    def _counters(self, campaign_id: str, row: Any) -> CampaignCounters:
+        return _counters_from(row, self._moves.counters.get(campaign_id))
+
+    def _campaign(self, row: Any) -> Campaign:
+        campaign_id = row._mapping["id"]
+        self._known.add(campaign_id)
+        return _campaign_from_row(row, self._counters(campaign_id, row._mapping))
+
+    # -- campaigns ------------------------------------------------------------------------------
+
+    def add_campaign(self, campaign: Campaign) -> None:
+        """Store a new campaign with zero counters; ``RepositoryError`` if the id is taken."""
+        conn = self._c()
+        if conn.execute(_CAMPAIGN_EXISTS, {"id": campaign.id}).first() is not None:
+            raise RepositoryError(f"campaign {campaign.id!r} already exists")
+        if self._pg:
+            rank = conn.execute(sa.select(sa.func.nextval(CAMPAIGN_RANK_SEQUENCE))).scalar_one()
+        else:
+            rank = conn.execute(_MAX_RANK).scalar_one() + 1
+        values = _campaign_values(campaign)
+        conn.execute(
+            sa.insert(CAMPAIGNS),
+            {**values, "id": campaign.id, "rank": rank, "version": campaign.version},
+        )
+        conn.execute(
+            sa.insert(COUNTERS),
+            {
+                "campaign_id": campaign.id,
+                **dict.fromkeys(_COUNTER_COLUMNS, 0),
+                "answered_seconds": 0.0,
+            },
+        )
+        self._known.add(campaign.id)
+
+    def get_campaign(self, campaign_id: str, workspace_id: str | None = None) -> Campaign:
+        """The campaign with current counters (deleted ones too); ``NotFound`` if it does
+        not exist or belongs to another workspace than ``workspace_id``."""
+        row = self._c().execute(_GET_CAMPAIGN, {"id": campaign_id}).first()
+        if row is None or (workspace_id is not None and row.workspace_id != workspace_id):
+            raise NotFound("campaign", campaign_id)
+        return self._campaign(row)
+
+    def save_campaign(self, campaign: Campaign) -> Campaign:
+        """Store ``campaign`` with the stored counters and ``version + 1``; returns it.
+
+        ``RepositoryError`` when ``campaign.version`` is not the stored version;
+        ``NotFound`` if it does not exist in the campaign's workspace.
+        """
+        conn = self._c()
+        params = _campaign_values(campaign)
+        params.update(c_id=campaign.id, c_ws=campaign.workspace_id, c_version=campaign.version)
+        if conn.execute(_UPDATE_CAMPAIGN, params).rowcount != 1:
+            state = conn.execute(_CAMPAIGN_STATE, {"id": campaign.id}).first()
+            if state is None or state.workspace_id != campaign.workspace_id:
+                raise NotFound("campaign", campaign.id)
+            raise RepositoryError(
+                f"campaign {campaign.id!r} was changed since it was read "
+                f"(version {campaign.version}, stored version {state.version})"
+            )
+        row = conn.execute(_COUNTERS_ROW, {"cid": campaign.id}).first()
+        counters = self._counters(campaign.id, None if row is None else row._mapping)
+        return attrs.evolve(campaign, counters=counters, version=campaign.version + 1)
+
+    def _campaign_query(self) -> sa.Select[Any]:
+        return sa.select(*_CAMPAIGN_READ).select_from(
+            CAMPAIGNS.outerjoin(COUNTERS, COUNTERS.c.campaign_id == _C.id)
+        )
+
+    def list_campaigns(
+        self,
+        workspace_id: str,
+        *,
+        statuses: Sequence[CampaignStatus] = (),
+        search: str | None = None,
+        page: int = 1,
+        page_size: int = 20,
+        include_deleted: bool = False,
+    ) -> Page:
+        """A page of the workspace's campaigns, newest first; ``search`` matches the name
+        case-insensitively; deleted campaigns only with ``include_deleted``."""
+        conn = self._c()
+        offset, limit = _page_bounds(page, page_size)
+        conditions: list[Any] = [_C.workspace_id == workspace_id]
+        if not include_deleted:
+            conditions.append(_C.deleted_at.is_(None))
+        if statuses:
+            conditions.append(_C.status.in_([s.value for s in statuses]))
+        if search:
+            needle = search.casefold()
+            conditions.append(_folded(_C.name, self._pg).contains(needle, autoescape=True))
+        total = conn.execute(
+            sa.select(sa.func.count()).select_from(CAMPAIGNS).where(*conditions)
+        ).scalar_one()
+        rows = conn.execute(
+            self._campaign_query()
+            .where(*conditions)
+            .order_by(_C.created_at.desc(), _C.rank.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        items = tuple(self._campaign(row) for row in rows)
+        return Page(items=items, page=page, page_size=page_size, total=total)
+
+    def find_recent_draft(
+        self, workspace_id: str, created_by: str | None, since: datetime
+    ) -> Campaign | None:
+        """The newest untitled draft (name ``""`` or ``"Untitled Campaign"``) that
+        ``created_by`` created at or after ``since``, not deleted; None if none."""
+        row = (
+            self._c()
+            .execute(
+                self._campaign_query()
+                .where(
+                    _C.workspace_id == workspace_id,
+                    _C.status == CampaignStatus.DRAFT.value,
+                    _C.deleted_at.is_(None),
+                    _C.name.in_(_UNTITLED),
+                    _C.created_by.is_not_distinct_from(created_by),
+                    _C.created_at >= to_utc(since, "since"),
+                )
+                .order_by(_C.created_at.desc(), _C.rank.desc())
+                .limit(1)
+            )
+            .first()
+        )
+        return None if row is None else self._campaign(row)
+
+    def dispatchable_campaigns(self) -> list[Campaign]:
+        """Scheduled, active and paused campaigns that are not deleted, oldest first."""
+        rows = self._c().execute(
+            self._campaign_query()
+            .where(_C.status.in_(_DISPATCHABLE), _C.deleted_at.is_(None))
+            .order_by(_C.created_at, _C.rank)
+        )
+        return [self._campaign(row) for row in rows]
+
+    # -- recipients -----------------------------------------------------------------------------
+
+    def add_recipients(self, recipients: Sequence[Recipient]) -> int:
+        """Insert recipients (several campaigns allowed); returns how many were inserted.
+
+        A phone already in the same campaign (stored or earlier in the batch) is
+        skipped. ``seq`` grows in insertion order within a campaign. ``NotFound``
+        for an unknown campaign, ``RepositoryError`` for an id that is taken;
+        either way nothing is inserted. Rows are written in batches (``COPY`` on
+        PostgreSQL), so memory stays flat however many are given.
+        """
+        conn = self._c()
+        ids: set[str] = set()
+        order: dict[str, list[Recipient]] = {}
+        for r in recipients:
+            if r.id in ids:
+                raise RepositoryError(f"recipient {r.id!r} already exists")
+            ids.add(r.id)
+            order.setdefault(r.campaign_id, []).append(r)
+        del ids
+        for campaign_id in order:
+            self._require_campaign(campaign_id)
+        for chunk in _chunks([r.id for r in recipients]):
+            taken = conn.execute(_EXISTING_RECIPIENT_IDS, {"ids": list(chunk)}).first()
+            if taken is not None:
+                raise RepositoryError(f"recipient {taken.id!r} already exists")
+        inserted = 0
+        moves = _Moves()
+        savepoint = conn.begin_nested()
+        try:
+            for campaign_id, batch in order.items():
+                inserted += self._insert(campaign_id, batch, moves)
+        except sa.exc.IntegrityError as exc:
+            savepoint.rollback()
+            raise RepositoryError(
+                f"recipients could not be added: {_first_line(exc)} (an id or a phone was "
+                "taken by a concurrent transaction); nothing was added"
+            ) from exc
+        except BaseException:
+            savepoint.rollback()
+            raise
+        savepoint.commit()
+        self._moves.merge(moves)
+        return inserted
+
+    def _insert(self, campaign_id: str, batch: list[Recipient], moves: _Moves) -> int:
+        conn = self._conn
+        if self._pg:
+            conn.execute(
+                sa.select(
+                    sa.func.pg_advisory_xact_lock(_IMPORT_LOCK_SPACE, sa.func.hashtext(campaign_id))
+                )
+            )
+            next_seq = 0
+        else:
+            next_seq = conn.execute(_MAX_SEQ, {"cid": campaign_id}).scalar_one() + 1
+        seen: set[str] = set()
+        inserted = 0
+        for chunk in _chunks(batch):
+            phones = [r.phone for r in chunk]
+            stored = set(
+                conn.execute(_EXISTING_PHONES, {"cid": campaign_id, "phones": phones}).scalars()
+            )
+            fresh: list[Recipient] = []
+            for r in chunk:
+                if r.phone in stored or r.phone in seen:
+                    continue
+                seen.add(r.phone)
+                fresh.append(r)
+            if not fresh:
+                continue
+            if self._pg:
+                seqs = sorted(
+                    conn.execute(
+                        sa.select(sa.func.nextval(RECIPIENT_SEQ_SEQUENCE)).select_from(
+                            sa.func.generate_series(1, len(fresh))
+                        )
+                    ).scalars()
+                )
+            else:
+                seqs = list(range(next_seq, next_seq + len(fresh)))
+                next_seq += len(fresh)
+            self._write_recipients(campaign_id, fresh, seqs)
+            inserted += len(fresh)
+            counts: dict[str, float] = {"total": len(fresh)}
+            for r in fresh:
+                status = r.status.value
+                counts[status] = counts.get(status, 0) + 1
+                outcome = None if r.outcome is None else r.outcome.value
+                counts["answered"] = counts.get("answered", 0) + _answered(status, outcome)
+                moves.outcome(campaign_id, None, _final_outcome(status, outcome))
+            moves.add(campaign_id, **counts)
+        return inserted
+
+    def _write_recipients(self, campaign_id: str, fresh: list[Recipient], seqs: list[int]) -> None:
+        if self._pg and len(fresh) >= _COPY_AT_LEAST:
+            self._copy_recipients(campaign_id, fresh, seqs)
+            return
+        rows = []
+        for r, seq in zip(fresh, seqs, strict=True):
+            values = _recipient_values(r)
+            values.update(id=r.id, campaign_id=campaign_id, seq=seq)
+            rows.append(values)
+        self._conn.execute(sa.insert(RECIPIENTS), rows)
+
+    def _copy_recipients(self, campaign_id: str, fresh: list[Recipient], seqs: list[int]) -> None:
+        names = ["id", "campaign_id", "seq", *_RECIPIENT_UPDATE_COLUMNS]
+        dbapi = self._conn.connection.driver_connection
+        assert dbapi is not None
+        statement = f"COPY {RECIPIENTS.name} ({', '.join(names)}) FROM STDIN"
+        dumps = json.dumps
+        with dbapi.cursor() as cursor, cursor.copy(statement) as copy:
+            for r, seq in zip(fresh, seqs, strict=True):
+                values = _recipient_values(r)
+                values["variables"] = dumps(values["variables"])
+                values["time_zones"] = dumps(values["time_zones"])
+                for key in ("next_attempt_at", "last_attempt_at", "created_at", "updated_at"):
+                    at = values[key]
+                    if at is not None:
+                        values[key] = to_utc(at, f"recipient.{key}")
+                copy.write_row([r.id, campaign_id, seq, *values.values()])
+
+    def get_recipient(self, recipient_id: str) -> Recipient:
+        """The stored recipient; ``NotFound("recipient", id)`` if there is none."""
+        row = self._c().execute(_GET_RECIPIENT, {"id": recipient_id}).first()
+        if row is None:
+            raise NotFound("recipient", recipient_id)
+        return _recipient_from_row(row)
+
+    def save_recipient(self, recipient: Recipient, previous: Recipient) -> None:
+        """Store ``recipient`` (its ``seq`` stays the stored one) and move the counters
+        from ``previous``'s state to the new one, as one compare-and-set.
+
+        ``NotFound`` if it does not exist; ``RepositoryError`` if the stored
+        status is not ``previous.status`` (or, for a final recipient, its outcome
+        changed: the caller's view is stale), if it changes campaign, or if its
+        new phone is already in the campaign.
+        """
+        conn = self._c()
+        if recipient.phone != previous.phone:
+            taken = conn.execute(
+                _PHONE_TAKEN,
+                {"cid": recipient.campaign_id, "phone": recipient.phone, "id": recipient.id},
+            ).first()
+            if taken is not None:
+                raise RepositoryError(
+                    f"recipient {recipient.id!r}: {recipient.phone} is already in the campaign"
+                )
+        params = _recipient_values(recipient)
+        old_status = previous.status.value
+        old_outcome = None if previous.outcome is None else previous.outcome.value
+        params.update(
+            r_id=recipient.id,
+            r_campaign_id=recipient.campaign_id,
+            r_previous_status=old_status,
+        )
+        statement = _UPDATE_RECIPIENT
+        if old_status in _FINAL:
+            statement = _UPDATE_FINAL_RECIPIENT
+            params["r_previous_outcome"] = old_outcome
+        if conn.execute(statement, params).rowcount != 1:
+            state = conn.execute(_RECIPIENT_STATE, {"id": recipient.id}).first()
+            if state is None:
+                raise NotFound("recipient", recipient.id)
+            if state.campaign_id != recipient.campaign_id:
+                raise RepositoryError(f"recipient {recipient.id!r} cannot change campaign")
+            raise RepositoryError(
+                f"recipient {recipient.id!r} is {state.status}, not {old_status} as the "
+                "caller read it (or it changed since)"
+            )
+        new_status = params["status"]
+        new_outcome = params["outcome"]
+        cid = recipient.campaign_id
+        answered = _answered(new_status, new_outcome) - _answered(old_status, old_outcome)
+        if new_status != old_status:
+            self._moves.add(cid, **{old_status: -1}, answered=answered)
+            self._moves.add(cid, **{new_status: 1})
+        elif answered:
+            self._moves.add(cid, answered=answered)
+        self._moves.outcome(
+            cid, _final_outcome(old_status, old_outcome), _final_outcome(new_status, new_outcome)
+        )
+
+    def list_recipients(
+        self,
+        campaign_id: str,
+        *,
+        statuses: Sequence[RecipientStatus] = (),
+        search: str | None = None,
+        page: int = 1,
+        page_size: int = 50,
+    ) -> Page:
+        """A page of the campaign's recipients in ``seq`` order; ``search`` matches
+        phone, first name, last name or email case-insensitively."""
+        conn = self._c()
+        offset, limit = _page_bounds(page, page_size)
+        conditions: list[Any] = [_R.campaign_id == campaign_id]
+        if statuses:
+            conditions.append(_R.status.in_([s.value for s in statuses]))
+        if search:
+            needle = search.casefold()
+            conditions.append(
+                sa.or_(
+                    *(
+                        _folded(column, self._pg).contains(needle, autoescape=True)
+                        for column in (_R.phone, _R.first_name, _R.last_name, _R.email)
+                    )
+                )
+            )
+        if search:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(RECIPIENTS).where(*conditions)
+            ).scalar_one()
+        else:  # the counters are exact: no need to count rows
+            row = conn.execute(_COUNTERS_ROW, {"cid": campaign_id}).first()
+            counters = self._counters(campaign_id, None if row is None else row._mapping)
+            wanted = statuses or tuple(RecipientStatus)
+            total = sum(getattr(counters, s.value) for s in set(wanted))
+        rows = conn.execute(
+            sa.select(RECIPIENTS).where(*conditions).order_by(_R.seq).offset(offset).limit(limit)
+        )
+        items = tuple(_recipient_from_row(row) for row in rows)
+        return Page(items=items, page=page, page_size=page_size, total=total)
+
+    def due_recipients(self, campaign_id: str, now: datetime, limit: int) -> list[Recipient]:
+        """Up to ``limit`` pending recipients due at ``now`` (``next_attempt_at`` None or
+        <= now), highest priority first, then insertion order.
+
+        Two index scans (ready recipients in dial order, waiting ones that fell
+        due), merged. In a PostgreSQL dispatch transaction the rows are locked
+        ``FOR UPDATE SKIP LOCKED``.
+        """
+        conn = self._c()
+        if limit <= 0:
+            return []
+        params = {"cid": campaign_id, "now": to_utc(now, "now"), "limit": limit}
+        ready, waiting = _READY, _WAITING_DUE
+        if self._pg and self._dispatch:
+            ready = ready.with_for_update(skip_locked=True)
+            waiting = waiting.with_for_update(skip_locked=True)
+        found = [_recipient_from_row(row) for row in conn.execute(ready, params)]
+        found += [_recipient_from_row(row) for row in conn.execute(waiting, params)]
+        found.sort(key=lambda r: (-r.priority, r.seq))
+        return found[:limit]
+
+    def next_due_at(self, campaign_id: str, now: datetime) -> datetime | None:
+        """The earliest ``next_attempt_at`` later than ``now`` among pending recipients."""
+        value: datetime | None = (
+            self._c().execute(_NEXT_DUE, {"cid": campaign_id, "now": to_utc(now, "now")}).scalar()
+        )
+        return value
+
+    def skip_pending(self, campaign_id: str, reason: str, now: datetime) -> int:
+        """Every pending recipient becomes skipped (``error = reason``, ``updated_at =
+        now``); counters move. Returns how many. ``NotFound`` for an unknown campaign."""
+        conn = self._c()
+        self._require_campaign(campaign_id)
+        update = (
+            sa.update(RECIPIENTS)
+            .where(_R.campaign_id == campaign_id, _IS_PENDING)
+            .values(
+                status=RecipientStatus.SKIPPED.value, error=reason, updated_at=to_utc(now, "now")
+            )
+            .returning(_R.outcome)
+        )
+        by_outcome: dict[str | None, int] = {}
+        if self._pg:
+            changed = update.cte("changed")
+            rows = conn.execute(
+                sa.select(changed.c.outcome, sa.func.count()).group_by(changed.c.outcome)
+            )
+            for outcome, n in rows:
+                by_outcome[outcome] = n
+        else:
+            for (outcome,) in conn.execute(update):
+                by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+        skipped = sum(by_outcome.values())
+        if skipped:
+            self._moves.add(campaign_id, pending=-skipped, skipped=skipped)
+            moves = self._moves.outcomes.setdefault(campaign_id, {})
+            for outcome, n in by_outcome.items():
+                if outcome is not None:
+                    moves[outcome] = moves.get(outcome, 0) + n
+        return skipped
+
+    def outcome_counts(self, campaign_id: str) -> Mapping[CallOutcome, int]:
+        """Final recipients by their last outcome (recipients without one are left out)."""
+        counts = {
+            row.outcome: row.recipients
+            for row in self._c().execute(_OUTCOMES, {"cid": campaign_id})
+        }
+        for outcome, n in self._moves.outcomes.get(campaign_id, {}).items():
+            counts[outcome] = counts.get(outcome, 0) + n
+        return MappingProxyType({CallOutcome(o): n for o, n in counts.items() if n})
+
+    def duration_totals(self, campaign_id: str) -> tuple[int, float]:
+        """(ended, answered, non-test attempts with a duration; their total seconds)."""
+        row = self._c().execute(_DURATIONS, {"cid": campaign_id}).first()
+        count, total = (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+        moves = self._moves.counters.get(campaign_id, {})
+        count += int(moves.get("answered_calls", 0))
+        total += float(moves.get("answered_seconds", 0.0))
+        return (count, total) if count else (0, 0.0)
+
+    # -- attempts -------------------------------------------------------------------------------
+
+    def _attempt_moves(self, a: Any, sign: int) -> None:
+        """Move the campaign counters an attempt contributes to (``sign`` +1 or -1)."""
+        if a["test_call"]:
+            return
+        duration = _answered_duration(a["status"], a["outcome"], a["duration_seconds"])
+        self._moves.add(
+            a["campaign_id"],
+            attempts=sign,
+            answered_calls=0 if duration is None else sign,
+            answered_seconds=0.0 if duration is None else sign * duration,
+        )
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        """Record a new attempt; a non-test attempt counts in its campaign's ``attempts``.
+
+        ``RepositoryError`` if the id (or the provider's call id) is taken, or if
+        the recipient already has this attempt number in flight; ``NotFound`` if a
+        non-test attempt's campaign does not exist.
+        """
+        conn = self._c()
+        to_utc(attempt.created_at, "attempt.created_at")
+        if not attempt.test_call:
+            self._require_campaign(attempt.campaign_id)
+        values = _attempt_values(attempt)
+        stamp = self._stamp()
+        values.update(
+            id=attempt.id,
+            recorded_at=stamp,
+            closed_at=stamp if attempt.status is AttemptStatus.ENDED else None,
+        )
+        insert = (pg_dialect.insert if self._pg else sqlite_dialect.insert)(ATTEMPTS)
+        statement = insert.values(values).on_conflict_do_nothing()
+        # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1)
+        done = conn.execute(statement.execution_options(preserve_rowcount=True))
+        if done.rowcount != 1:
+            raise RepositoryError(self._attempt_conflict(attempt))
+        self._attempt_moves(values, +1)
+
+    def _attempt_conflict(self, attempt: Attempt) -> str:
+        conn = self._conn
+        if conn.execute(_STORED_ATTEMPT, {"id": attempt.id}).first() is not None:
+            return f"attempt {attempt.id!r} already exists"
+        if attempt.provider is not None and attempt.external_call_id is not None:
+            owner = conn.execute(
+                _EXTERNAL_OWNER,
+                {
+                    "provider": attempt.provider,
+                    "external": attempt.external_call_id,
+                    "id": attempt.id,
+                },
+            ).first()
+            if owner is not None:
+                return (
+                    f"attempt {attempt.id!r}: {attempt.provider} call {attempt.external_call_id!r} "
+                    f"already belongs to attempt {owner.id!r}"
+                )
+        return (
+            f"attempt {attempt.id!r}: recipient {attempt.recipient_id!r} already has attempt "
+            f"number {attempt.number} in flight"
+        )
+
+    def _lock(self, statement: sa.Select[Any]) -> sa.Select[Any]:
+        return statement.with_for_update() if self._pg else statement
+
+    def get_attempt(self, attempt_id: str) -> Attempt | None:
+        """The attempt, or None. On PostgreSQL the row stays locked until commit."""
+        row = self._c().execute(self._lock(_GET_ATTEMPT), {"id": attempt_id}).first()
+        return None if row is None else _attempt_from_row(row)
+
+    def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
+        """The attempt the provider knows as ``external_call_id``; None if none (locked
+        until commit on PostgreSQL)."""
+        row = (
+            self._c()
+            .execute(
+                self._lock(_FIND_ATTEMPT), {"provider": provider, "external": external_call_id}
+            )
+            .first()
+        )
+        return None if row is None else _attempt_from_row(row)
+
+    def save_attempt(self, attempt: Attempt) -> None:
+        """Update an attempt.
+
+        Fencing: ``StaleClaim`` when the stored ``claim_token`` is greater than
+        ``attempt.claim_token`` (a newer claim owns the attempt); an equal token is
+        the owner writing. ``NotFound`` if it does not exist; ``RepositoryError``
+        if its provider call id belongs to another attempt.
+        """
+        conn = self._c()
+        stored = conn.execute(self._lock(_STORED_ATTEMPT), {"id": attempt.id}).first()
+        if stored is None:
+            raise NotFound("attempt", attempt.id)
+        if stored.claim_token > attempt.claim_token:
+            raise StaleClaim(attempt.id, attempt.claim_token)
+        to_utc(attempt.created_at, "attempt.created_at")
+        if not attempt.test_call:
+            self._require_campaign(attempt.campaign_id)
+        if attempt.provider is not None and attempt.external_call_id is not None:
+            owner = conn.execute(
+                _EXTERNAL_OWNER,
+                {
+                    "provider": attempt.provider,
+                    "external": attempt.external_call_id,
+                    "id": attempt.id,
+                },
+            ).first()
+            if owner is not None:
+                raise RepositoryError(
+                    f"attempt {attempt.id!r}: {attempt.provider} call {attempt.external_call_id!r} "
+                    f"already belongs to attempt {owner.id!r}"
+                )
+        values = _attempt_values(attempt)
+        ending = attempt.status is AttemptStatus.ENDED
+        if ending and stored.status != _ENDED:
+            closed: Any = self._stamp()
+        elif ending:
+            closed = ATTEMPTS.c.closed_at
+        else:
+            closed = None
+        values["closed_at"] = closed
+        conn.execute(sa.update(ATTEMPTS).where(_A.id == attempt.id).values(values))
+        self._attempt_moves(stored._mapping, -1)
+        self._attempt_moves(values, +1)
+
+    def attempts_for(self, recipient_id: str) -> list[Attempt]:
+        """The recipient's attempts by number (then creation)."""
+        rows = self._c().execute(_ATTEMPTS_FOR, {"rid": recipient_id})
+        return [_attempt_from_row(row) for row in rows]
+
+    def attempt_starts(
+        self, recipient_ids: Iterable[str], since: datetime
+    ) -> Mapping[str, list[datetime]]:
+        """For every id asked, the sorted ``created_at`` (>= since) of its non-test
+        attempts (an empty list when it has none)."""
+        conn = self._c()
+        since = to_utc(since, "since")
+        wanted = list(dict.fromkeys(recipient_ids))
+        starts: dict[str, list[datetime]] = {rid: [] for rid in wanted}
+        for chunk in _chunks(wanted):
+            for rid, at in conn.execute(_ATTEMPT_STARTS, {"ids": list(chunk), "since": since}):
+                starts[rid].append(at)
+        return starts
+
+    def in_flight(self) -> InFlightCounts:
+        """Attempts not ended: by campaign (test calls excluded), by workspace and in
+        total (test calls included: they use the provider's capacity)."""
+        by_campaign: dict[str, int] = {}
+        by_workspace: dict[str, int] = {}
+        total = 0
+        for campaign_id, workspace_id, test_call, n in self._c().execute(_IN_FLIGHT):
+            total += n
+            by_workspace[workspace_id] = by_workspace.get(workspace_id, 0) + n
+            if not test_call:
+                by_campaign[campaign_id] = by_campaign.get(campaign_id, 0) + n
+        return InFlightCounts(by_campaign=by_campaign, by_workspace=by_workspace, total=total)
+
+    def dial_stats(self, campaign_id: str, now: datetime, day_start: datetime) -> DialStats:
+        """Non-test attempt starts of the campaign: those in ``(now - 60 s, now]``, the
+        latest one at or before ``now`` and how many in ``[day_start, now]``."""
+        conn = self._c()
+        now = to_utc(now, "now")
+        day_start = to_utc(day_start, "day_start")
+        last: datetime | None = conn.execute(_LAST_START, {"cid": campaign_id, "now": now}).scalar()
+        if last is None:
+            return DialStats()
+        minute: tuple[datetime, ...] = ()
+        if last > now - _MINUTE:
+            minute = tuple(
+                conn.execute(
+                    _STARTS_BETWEEN, {"cid": campaign_id, "after": now - _MINUTE, "now": now}
+                ).scalars()
+            )
+        today = 0
+        if last >= day_start:
+            today = conn.execute(
+                _COUNT_STARTS, {"cid": campaign_id, "since": day_start, "now": now}
+            ).scalar_one()
+        return DialStats(starts_since_minute=minute, last_start_at=last, starts_today=today)
+
+    def unfinished_attempts(self, *, started_before: datetime) -> list[Attempt]:
+        """Attempts not ended (test calls too) created before ``started_before``, oldest
+        first."""
+        rows = self._c().execute(_UNFINISHED, {"before": to_utc(started_before, "started_before")})
+        return [_attempt_from_row(row) for row in rows]
+
+    # -- suppression ----------------------------------------------------------------------------
+
+    def suppress(self, workspace_id: str, phone: str, reason: str, now: datetime) -> None:
+        """Put ``phone`` on the workspace's do-not-call list (a second time changes
+        nothing: the first reason and time are kept)."""
+        conn = self._c()
+        insert = (pg_dialect.insert if self._pg else sqlite_dialect.insert)(SUPPRESSIONS)
+        conn.execute(
+            insert.values(
+                workspace_id=workspace_id, phone=phone, reason=reason, created_at=to_utc(now, "now")
+            ).on_conflict_do_nothing()
+        )
+
+    def unsuppress(self, workspace_id: str, phone: str) -> None:
+        """Take ``phone`` off the workspace's list (nothing happens if it is not on it)."""
+        self._c().execute(_UNSUPPRESS, {"ws": workspace_id, "phone": phone})
+
+    def suppressed(self, workspace_id: str, phones: Iterable[str]) -> set[str]:
+        """The ``phones`` that are on the workspace's do-not-call list."""
+        conn = self._c()
+        wanted = list(dict.fromkeys(phones))
+        found: set[str] = set()
+        for chunk in _chunks(wanted):
+            found.update(
+                conn.execute(_SUPPRESSED, {"ws": workspace_id, "phones": list(chunk)}).scalars()
+            )
+        return found
+
+
+class SqlRepository:
+    """A :class:`~outdial.ports.Repository` in SQLite or PostgreSQL.
+
+    Made by :func:`outdial.sql.connect`, which checks the URL, the server and the
+    schema version first. Thread-safe: every ``transaction()`` uses its own
+    pooled connection. Also records worker heartbeats (:meth:`heartbeat`,
+    :meth:`dead_workers`). :meth:`close` releases the connections.
+    """
+
+    blocking = True  # every call does I/O: async runners offload it to a thread
+
+    def __init__(self, engine: sa.Engine, *, url: str | None = None) -> None:
+        self.engine = engine
+        self.url = url or engine.url.render_as_string(hide_password=True)
+        self.postgres = engine.dialect.name == "postgresql"
+        # SQLite: one writer at a time anyway; queue this process's threads on a lock
+        # instead of letting them poll the file lock.
+        self._serial: threading.RLock | None = None if self.postgres else threading.RLock()
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"SqlRepository({self.url!r})"
+
+    def __enter__(self) -> SqlRepository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every pooled connection (the repository may be used again afterwards)."""
+        self.engine.dispose()
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return "postgresql" if self.postgres else "sqlite"
+
+    @contextmanager
+    def transaction(self, *, dispatch_lock: bool = False) -> Iterator[SqlUnitOfWork]:
+        """Open a unit of work; commit when the block exits, roll back on an exception.
+
+        ``dispatch_lock`` serialises claims between workers (PostgreSQL: an advisory
+        transaction lock; SQLite: implied by ``BEGIN IMMEDIATE``). A nested block on
+        the same thread is a savepoint of the outer transaction. Database failures
+        come out as :class:`~outdial.errors.RepositoryError` (or
+        :class:`~outdial.errors.DatabaseUnavailable` when the server went away).
+        """
+        outer: SqlUnitOfWork | None = getattr(self._local, "uow", None)
+        if outer is not None and outer._open:
+            with self._savepoint(outer) as uow:
+                yield uow
+            return
+        with self._serial if self._serial is not None else nullcontext():
+            try:
+                with self.engine.connect() as conn, conn.begin():
+                    if dispatch_lock and self.postgres:
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DISPATCH_LOCK_KEY)))
+                    uow = SqlUnitOfWork(self, conn, dispatch=dispatch_lock)
+                    self._local.uow = uow
+                    try:
+                        yield uow
+                        uow._flush()
+                    finally:
+                        uow._close()
+                        self._local.uow = None
+            except sa.exc.DBAPIError as exc:
+                raise self._translate(exc) from exc
+
+    @contextmanager
+    def _savepoint(self, outer: SqlUnitOfWork) -> Iterator[SqlUnitOfWork]:
+        outer._flush()  # moves made so far belong to the outer block
+        known = set(outer._known)
+        savepoint = outer._conn.begin_nested()
+        try:
+            yield outer
+            outer._flush()
+        except BaseException:
+            savepoint.rollback()
+            outer._moves.clear()
+            outer._known = known
+            raise
+        savepoint.commit()
+
+    def _translate(self, exc: sa.exc.DBAPIError) -> OutdialError:
+        reason = _first_line(exc)
+        if exc.connection_invalidated:
+            return DatabaseUnavailable(self.url, f"lost the connection: {reason}")
+        return RepositoryError(f"database error on {self.url}: {reason}")
+
+    # -- worker liveness ----------------------------------------------------------------------
+
+    def heartbeat(self, worker_id: str, now: datetime) -> None:
+        """Record that ``worker_id`` is alive at ``now`` (the first beat registers it)."""
+        now = to_utc(now, "now")
+        insert = (pg_dialect.insert if self.postgres else sqlite_dialect.insert)(WORKERS)
+        statement = insert.values(worker_id=worker_id, started_at=now, heartbeat_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=[WORKERS.c.worker_id], set_={"heartbeat_at": now}
+        )
+        with self.transaction() as uow:
+            uow._c().execute(statement)
+
+    def dead_workers(self, now: datetime, timeout: timedelta) -> list[str]:
+        """Workers whose last heartbeat is older than ``now - timeout``, oldest first.
+
+        Their unfinished attempts are the ones to reconcile with the provider at
+        once (never to put back to pending blindly).
+        """
+        cutoff = to_utc(now, "now") - timeout
+        with self.transaction() as uow:
+            rows = uow._c().execute(
+                sa.select(WORKERS.c.worker_id)
+                .where(WORKERS.c.heartbeat_at < cutoff)
+                .order_by(WORKERS.c.heartbeat_at)
+            )
+            return list(rows.scalars())
+
+    def last_heartbeats(self) -> dict[str, datetime]:
+        """Every registered worker and its last heartbeat."""
+        with self.transaction() as uow:
+            rows = uow._c().execute(sa.select(WORKERS.c.worker_id, WORKERS.c.heartbeat_at))
+            return {row.worker_id: row.heartbeat_at for row in rows}
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker that stopped cleanly (nothing happens if it is unknown)."""
+        with self.transaction() as uow:
+            uow._c().execute(sa.delete(WORKERS).where(WORKERS.c.worker_id == worker_id))
+
+
+if TYPE_CHECKING:
+    from outdial.ports import Repository, UnitOfWork
+
+    def _checks(repo: SqlRepository, uow: SqlUnitOfWork) -> tuple[Repository, UnitOfWork]:
+        return repo, uow

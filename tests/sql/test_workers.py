@@ -1,0 +1,247 @@
+"""Several worker processes share one campaign; one of them may be killed.
+
+The attempts table is the proof. ``recorded_at`` / ``closed_at`` are stamped by
+the database clock in commit order, so the intervals ``[recorded_at,
+closed_at)`` are exactly the attempts in flight as the dispatchers saw them:
+
+- no recipient ever had two attempts in flight (invariant 1);
+- the attempts in flight never exceeded the concurrency limit (invariant 2);
+- every recipient ended in a final state, the counters equal a recount
+  (invariant 8), and the workers really shared the work.
+
+In the crash test a worker is killed with SIGKILL mid-campaign; the others
+finish, and the attempts it left in flight are reconciled (taken over with a
+newer fencing token and ended from what the provider's ledger says), never
+redialled blindly.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from invariants import all_recipients, max_overlap
+from outdial import AgentSettings, CampaignService, CampaignStatus, RetryPolicy
+from outdial.ports import SystemClock
+from outdial.recipient import RecipientStatus
+from outdial.retry import Fixed
+from outdial.simulation import sample_numbers
+from outdial.sql import SqlRepository, connect
+from sql.workers import Ledger, WorkerSpec, run_worker
+
+pytestmark = pytest.mark.slow
+
+CONCURRENCY = 8
+PG_RECIPIENTS = 20_000
+PG_CRASH_RECIPIENTS = 4_000
+SQLITE_RECIPIENTS = 2_000
+
+
+def _campaign(repo: SqlRepository, recipients: int) -> str:
+    service = CampaignService(repo, clock=SystemClock())
+    campaign = service.create(
+        "w1",
+        name="Shared",
+        agent=AgentSettings(provider="simulated"),
+        concurrency_limit=CONCURRENCY,
+        max_recipients=recipients,
+        retry_policy=RetryPolicy(max_attempts=2, backoff=Fixed(timedelta(milliseconds=50))),
+        recipients=[{"phone_number": p} for p in sample_numbers(recipients, seed=11)],
+    )
+    service.start("w1", campaign.id)
+    return campaign.id
+
+
+def _start(
+    url: str, ledger: Path, campaign_id: str, workers: int, budget: float, **timeouts: float
+) -> list[multiprocessing.process.BaseProcess]:
+    context = multiprocessing.get_context("spawn")
+    deadline = time.time() + budget
+    processes = []
+    for n in range(workers):
+        spec = WorkerSpec(
+            url=url,
+            ledger=str(ledger),
+            worker_id=f"worker-{n}",
+            campaign_id=campaign_id,
+            seed=n,
+            deadline=deadline,
+            **timeouts,
+        )
+        process = context.Process(target=run_worker, args=(spec,), name=spec.worker_id)
+        process.start()
+        processes.append(process)
+    return processes
+
+
+def _join(processes: Sequence[multiprocessing.process.BaseProcess], budget: float) -> None:
+    deadline = time.time() + budget
+    for process in processes:
+        process.join(max(0.1, deadline - time.time()))
+    alive = [p.name for p in processes if p.is_alive()]
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert not alive, f"workers still running after {budget:.0f} s: {alive}"
+
+
+def _attempt_rows(url: str, campaign_id: str) -> list[sa.Row[tuple[object, ...]]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.text(
+                        "SELECT id, recipient_id, status, worker_id, claim_token,"
+                        " recorded_at, closed_at FROM outdial_attempts"
+                        " WHERE campaign_id = :cid AND NOT test_call"
+                    ),
+                    {"cid": campaign_id},
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def _instant(value: object) -> datetime:
+    """A stamp as the driver returns it (SQLite: text), comparable with the others."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo is None else value
+    return datetime.fromisoformat(str(value))
+
+
+def _check_shared_campaign(
+    repo: SqlRepository, url: str, campaign_id: str, workers: int
+) -> list[sa.Row[tuple[object, ...]]]:
+    """Invariants 1, 2 and 8 from what the database holds; returns the attempt rows."""
+    rows = _attempt_rows(url, campaign_id)
+    assert rows
+    assert all(row.closed_at is not None for row in rows), "an attempt was left in flight"
+    spans = [(_instant(row.recorded_at), _instant(row.closed_at)) for row in rows]
+    horizon = max(end for _, end in spans)
+    # 2. in-flight calls never exceeded the concurrency limit, at any instant
+    assert max_overlap(spans, horizon) <= CONCURRENCY
+    # 1. no recipient ever had two attempts in flight
+    by_recipient: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for row, span in zip(rows, spans, strict=True):
+        by_recipient[str(row.recipient_id)].append(span)
+    assert max(max_overlap(s, horizon) for s in by_recipient.values()) == 1
+
+    recipients = all_recipients(repo, campaign_id)
+    with repo.transaction() as uow:
+        campaign = uow.get_campaign(campaign_id)
+    assert campaign.status is CampaignStatus.COMPLETED
+    # every recipient ended in a final state (or, were it still running, a due retry)
+    assert all(
+        r.status.final or (r.status is RecipientStatus.PENDING and r.next_attempt_at)
+        for r in recipients
+    )
+    # 8. the counters equal the recipients' states; attempts counted once each
+    counts = Counter(r.status for r in recipients)
+    for status in RecipientStatus:
+        assert getattr(campaign.counters, status.value) == counts.get(status, 0)
+    assert campaign.counters.attempts == len(rows)
+    assert sum(r.attempts for r in recipients) <= len(rows)
+    # the workers really shared the campaign
+    assert len({row.worker_id for row in rows}) >= min(workers, 3)
+    return rows
+
+
+def _shared_campaign(url: str, tmp_path: Path, recipients: int, workers: int) -> None:
+    repo = connect(url)
+    try:
+        campaign_id = _campaign(repo, recipients)
+        ledger = tmp_path / "ledger.db"
+        Ledger.create(str(ledger)).close()
+        started = time.monotonic()
+        _join(_start(url, ledger, campaign_id, workers, budget=170), budget=180)
+        elapsed = time.monotonic() - started
+        rows = _check_shared_campaign(repo, url, campaign_id, workers)
+        print(f"{workers} workers, {recipients} recipients, {len(rows)} attempts in {elapsed:.1f} s")
+        # The provider's side: every call it accepted is an attempt, none twice.
+        ledger_calls = Ledger(str(ledger)).calls()
+        assert {a for a, *_ in ledger_calls} <= {str(row.id) for row in rows}
+    finally:
+        repo.close()
+
+
+@pytest.mark.postgres
+def test_four_postgres_workers_share_a_campaign_within_the_caps(
+    pg_url: str, tmp_path: Path
+) -> None:
+    _shared_campaign(pg_url, tmp_path, PG_RECIPIENTS, workers=4)
+
+
+def test_two_processes_on_one_sqlite_file_neither_corrupt_nor_double_dial(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    _shared_campaign(sqlite_url, tmp_path, SQLITE_RECIPIENTS, workers=2)
+
+
+def _crash(url: str, tmp_path: Path, recipients: int) -> None:
+    repo = connect(url)
+    try:
+        campaign_id = _campaign(repo, recipients)
+        ledger = tmp_path / "ledger.db"
+        Ledger.create(str(ledger)).close()
+        processes = _start(url, ledger, campaign_id, 4, budget=170, dial_confirm_timeout=0.5)
+        victim = processes[0]
+        # Wait until the victim is mid-campaign with calls in flight, then kill it.
+        in_flight: list[str] = []
+        deadline = time.time() + 60
+        while time.time() < deadline and not in_flight:
+            rows = _attempt_rows(url, campaign_id)
+            done = sum(row.closed_at is not None for row in rows)
+            mine = [str(r.id) for r in rows if r.worker_id == victim.name and r.closed_at is None]
+            if done > recipients // 5 and len(mine) >= 2:
+                os.kill(victim.pid or 0, signal.SIGKILL)
+                victim.join()
+                rows = _attempt_rows(url, campaign_id)
+                in_flight = [
+                    str(r.id) for r in rows if r.worker_id == victim.name and r.closed_at is None
+                ]
+            else:
+                time.sleep(0.01)
+        assert in_flight, "the victim never had calls in flight"
+        assert victim.exitcode == -signal.SIGKILL
+        _join(processes[1:], budget=180)
+
+        rows = _check_shared_campaign(repo, url, campaign_id, 4)
+        by_id = {str(row.id): row for row in rows}
+        for attempt_id in in_flight:
+            row = by_id[attempt_id]
+            # reconciled by a survivor: taken over with a newer fencing token, then ended
+            assert row.worker_id != victim.name and int(row.claim_token) >= 1
+            assert row.closed_at is not None
+        assert victim.name in repo.dead_workers(SystemClock().now(), timedelta(seconds=1))
+        assert set(repo.last_heartbeats()) == {victim.name}  # the others left cleanly
+        # No number was dialled twice at once: ledger calls per phone never overlap
+        # an attempt of the same recipient still in flight (checked above), and
+        # every call the provider accepted belongs to a recorded attempt.
+        ledger_calls = Ledger(str(ledger)).calls()
+        assert {a for a, *_ in ledger_calls} <= set(by_id)
+    finally:
+        repo.close()
+
+
+@pytest.mark.postgres
+def test_a_killed_postgres_worker_is_reconciled_and_the_others_finish(
+    pg_url: str, tmp_path: Path
+) -> None:
+    _crash(pg_url, tmp_path, PG_CRASH_RECIPIENTS)
+
+
+def test_a_killed_sqlite_process_is_reconciled_and_the_others_finish(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    _crash(sqlite_url, tmp_path, SQLITE_RECIPIENTS)
