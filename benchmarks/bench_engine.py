@@ -36,7 +36,7 @@ def throughput(n: int) -> tuple[float, int, float]:
     """A whole n-recipient campaign with retries, in virtual time: attempts per wall second."""
     clock = VirtualClock(START)
     repo = InMemoryRepository()
-    provider = SimulatedProvider(clock, SimulationProfile(progress_events=True), seed=1)
+    provider = SimulatedProvider(clock, SimulationProfile(), seed=1)
     service = CampaignService(repo, clock=clock, providers=provider)
     campaign = service.create(
         "bench",

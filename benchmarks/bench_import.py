@@ -7,7 +7,9 @@ Run it as a script (``python benchmarks/bench_import.py``) to print the figures.
   (an ``add_batch`` that only counts), in rows per second;
 - a bare loop of ``phonenumbers.parse`` + ``is_valid_number`` over the same
   10,000 numbers, the floor for importing a row;
-- their ratio (the target is at most 1.3);
+- their ratio (the target is at most 1.3), and for scale the cost of
+  :func:`outdial.phone.parse_phone` (parse, validate, region, time zones), which
+  an import calls once per row;
 - the peak traced memory (``tracemalloc``) of importing a 100,000-row file from
   disk, next to the file's size.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 import phonenumbers
 
 from outdial.csv_import import import_recipients_csv
+from outdial.phone import parse_phone
 from outdial.recipient import Recipient
 
 ROWS = 10_000
@@ -110,6 +113,7 @@ def run() -> list[tuple[str, str]]:
     assert _bare_loop(numbers) == ROWS
     imported = _best(lambda: _import(data))
     bare = _best(lambda: _bare_loop(numbers))
+    parsed = _best(lambda: [parse_phone(text, "US") for text in numbers])
     rows: list[tuple[str, str]] = [
         (
             f"import {ROWS:,} rows",
@@ -119,7 +123,12 @@ def run() -> list[tuple[str, str]]:
             f"parse + is_valid {ROWS:,} numbers",
             f"{ROWS / bare:,.0f} rows/s ({bare * 1e6 / ROWS:.1f} us/row)",
         ),
+        (
+            f"outdial.phone.parse_phone {ROWS:,} numbers",
+            f"{ROWS / parsed:,.0f} rows/s ({parsed * 1e6 / ROWS:.1f} us/row)",
+        ),
         ("ratio import / bare parse", f"{imported / bare:.2f} (target <= 1.3)"),
+        ("ratio parse_phone / bare parse", f"{parsed / bare:.2f}"),
     ]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "recipients.csv"

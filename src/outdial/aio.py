@@ -57,10 +57,9 @@ class AsyncDialer(_Base):
             claims, plan = await self._db(self.core.dispatch, now)
             if claims:
                 await asyncio.gather(*(self._place(c) for c in claims))
-            progressed = bool(claims or plan.transitions or plan.skips or plan.defers)
-            if progressed:
-                # something changed (claims, skips, deferrals, transitions): look again, so
-                # a campaign left with nothing to dial completes at once
+            if plan.wake_at is not None and plan.wake_at <= now:
+                # the engine can do more right now (a campaign activated, recipients were
+                # skipped, more due recipients wait behind those it looked at)
                 now = self.clock.now()
                 continue
             return plan.wake_at

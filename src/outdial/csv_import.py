@@ -65,7 +65,7 @@ from array import array
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
-from typing import IO, Any, TextIO, Union, cast
+from typing import IO, Any, TextIO, Union
 
 import attrs
 
@@ -976,8 +976,7 @@ def _store(
                 company=company,
                 variables=variables,
                 priority=priority,
-                # Any: the attrs plugin cannot type Recipient's ``converter=tuple``.
-                time_zones=cast("Any", zone_table[zones[k]]),
+                time_zones=zone_table[zones[k]],
             )
         )
         if len(batch) >= batch_size:

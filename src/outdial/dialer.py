@@ -195,10 +195,9 @@ class Dialer(_Base):
                 self.log.info("campaign_transition", campaign=t.campaign_id, action=str(t.action))
             if claims:
                 self._place_all(claims)
-            progressed = bool(claims or plan.transitions or plan.skips or plan.defers)
-            if progressed:
-                # something changed (claims, skips, deferrals, transitions): look again, so
-                # a campaign left with nothing to dial completes at once
+            if plan.wake_at is not None and plan.wake_at <= now:
+                # the engine can do more right now (a campaign activated, recipients were
+                # skipped, more due recipients wait behind those it looked at)
                 now = self.clock.now()
                 continue
             return plan.wake_at
@@ -377,12 +376,7 @@ class Dialer(_Base):
             return
         self.calls_placed += 1
         self.core.record_placed(self.clock.now(), claim, placed)
-        self.log.debug(
-            "call_placed",
-            attempt=claim.attempt.id,
-            to=mask_phone(claim.request.to),
-            provider=placed.provider,
-        )
+        self.log.debug("call_placed", attempt=claim.attempt.id, provider=placed.provider)
 
     def _dial_failed(self, claim: Claim, exc: ProviderError) -> None:
         now = self.clock.now()

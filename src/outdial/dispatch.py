@@ -179,7 +179,8 @@ class DialerCore:
             uow.save_recipient(
                 r.moved_to(RecipientStatus.SKIPPED, error=skip.reason, updated_at=now), r
             )
-            out.append(RecipientSkipped(r.campaign_id, r.workspace_id, r.id, skip.reason, now))
+            if self.events is not None:
+                out.append(RecipientSkipped(r.campaign_id, r.workspace_id, r.id, skip.reason, now))
         for defer in plan.defers:
             r = defer.recipient
             uow.save_recipient(replace(r, next_attempt_at=defer.until, updated_at=now), r)
@@ -258,19 +259,20 @@ class DialerCore:
             recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
             decision = self.engine.on_placed(now, attempt, recipient, placed)
             self._store(uow, decision, recipient, now, out)
-            out.append(
-                CallPlaced(
-                    attempt.campaign_id,
-                    attempt.workspace_id,
-                    attempt.recipient_id,
-                    attempt.id,
-                    attempt.number,
-                    mask_phone(attempt.phone),
-                    placed.provider,
-                    now,
-                    attempt.test_call,
+            if self.events is not None:
+                out.append(
+                    CallPlaced(
+                        attempt.campaign_id,
+                        attempt.workspace_id,
+                        attempt.recipient_id,
+                        attempt.id,
+                        attempt.number,
+                        mask_phone(attempt.phone),
+                        placed.provider,
+                        now,
+                        attempt.test_call,
+                    )
                 )
-            )
         self._emit(out)
 
     def record_dial_error(
@@ -382,7 +384,11 @@ class DialerCore:
             uow.save_recipient(decision.recipient, recipient)
         if decision.suppress_phone is not None and attempt is not None:
             uow.suppress(attempt.workspace_id, decision.suppress_phone, "opted out", now)
-        if attempt is not None and attempt.status is AttemptStatus.ENDED:
+        if (
+            self.events is not None
+            and attempt is not None
+            and attempt.status is AttemptStatus.ENDED
+        ):
             new_status = (
                 decision.recipient.status
                 if decision.recipient is not None

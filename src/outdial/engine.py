@@ -400,6 +400,8 @@ class Engine:
             if cur.exhausted and cur.snapshot.candidates_truncated and cur.capacity > 0:
                 wakes.append(now)  # more due recipients may be waiting behind these
             wakes.extend(d.until for d in cur.defers)
+        if skips:
+            wakes.append(now)  # skipping may have left a campaign with nothing to dial
         wake_at = min(wakes) if wakes else None
         if wake_at is not None and wake_at < now:
             wake_at = now

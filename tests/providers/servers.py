@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -787,13 +787,3 @@ class FakeExotel(LoopbackServer):
             {"Content-Type": f"multipart/form-data; boundary={boundary}"},
             parts + f"--{boundary}--\r\n".encode(),
         )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()

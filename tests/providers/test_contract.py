@@ -238,3 +238,11 @@ def test_the_calls_per_second_limit_spaces_placements(case: Case, server: Any, m
         call(case, mode, server, "place_call", case.request(), adapter={"rate_limit": bucket})
     assert waits == [0.5, 1.0]
     assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_fetch_answer_without_a_status_cannot_tell(case: Case, server: Any, mode: str) -> None:
+    server.inject(Reply(200, {"Call": {}, "unexpected": True}))
+    with pytest.raises(ProviderError) as caught:
+        call(case, mode, server, "fetch_call", attempt_id="a", external_call_id="x")
+    assert (caught.value.code, caught.value.placed) == ("cannot_tell", None)

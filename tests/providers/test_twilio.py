@@ -27,7 +27,7 @@ from outdial.ports import CallStatus, WebhookRequest
 from outdial.providers import AsyncTwilioProvider, TwilioProvider, TwilioWebhook, twilio_outcome
 
 from .cases import dial
-from .servers import FakeTwilio, Reply
+from .servers import FakeTwilio, LoopbackServer, Reply
 
 AGENT = AgentSettings(
     provider="twilio",
@@ -237,6 +237,38 @@ def test_a_forged_or_unsigned_callback_is_refused(twilio_server: FakeTwilio) -> 
         webhook.parse(unsigned, now=now)
     with pytest.raises(WebhookVerificationError):
         other_key.parse(good, now=now)
+
+
+def test_a_callback_posted_over_http_to_the_app_still_verifies(twilio_server: FakeTwilio) -> None:
+    with LoopbackServer() as app:
+        with TwilioProvider(
+            twilio_server.account_sid,
+            twilio_server.auth_token,
+            status_callback_url=f"{app.url}/webhooks/twilio",
+            base_url=twilio_server.url,
+        ) as twilio:
+            sid = twilio.place_call(dial(AGENT)).external_call_id
+        assert twilio_server.emit(twilio_server.status_callback(sid, "busy")).status_code == 200
+    received = app.last
+    request = WebhookRequest(
+        received.method,
+        f"{app.url}{received.path}?{urlencode(received.query, doseq=True)}",
+        received.headers,
+        received.body,
+    )
+    event = TwilioWebhook(twilio_server.auth_token).parse(request, now=datetime.now(timezone.utc))
+    assert (event.outcome, event.attempt_id, event.external_call_id) == (
+        CallOutcome.BUSY,
+        "att-0001",
+        sid,
+    )
+
+
+def test_a_url_with_a_broken_port_is_refused_not_crashed() -> None:
+    request = _signed("https://app.example/cb", {"CallSid": "CA1", "CallStatus": "busy"})
+    broken = WebhookRequest("POST", "https://app.example:x/cb", request.headers, request.body)
+    with pytest.raises(WebhookVerificationError):
+        TwilioWebhook("tok").verify(broken)
 
 
 def _signed(url: str, params: dict[str, str], token: str = "tok", **kw: str) -> WebhookRequest:

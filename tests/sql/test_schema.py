@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 
 from outdial.cli import db_cmd
 from outdial.errors import DatabaseUnavailable, RepositoryError, SchemaOutOfDate
+from outdial.outcomes import CallOutcome
 from outdial.recipient import AttemptStatus, RecipientStatus
 from outdial.sql import connect, current_revision, head_revision, upgrade
 from outdial.sql.schema import VERSION_TABLE, metadata
@@ -50,12 +51,15 @@ def _insert_first_revision_data(url: str) -> None:
                 f" VALUES ('c1', 'w1', 1, 'Old', '', 'active', {json_empty}, 'immediate', 'UTC',"
                 f" 2, 0, '{{\"max_attempts\": 3}}', {json_empty}, '[]', 100, {stamp}, 4)"
             )
+            outcomes = ("no_answer", "busy", "voicemail", "invalid_number", "declined")
             conn.exec_driver_sql(
-                "INSERT INTO outdial_campaign_counters VALUES"
-                " ('c1', 2, 0, 1, 0, 1, 0, 0, 1, 2, 1, 30.0)"
-            )
-            conn.exec_driver_sql(
-                "INSERT INTO outdial_campaign_outcomes VALUES ('c1', 'answered', 1)"
+                "INSERT INTO outdial_campaign_counters (campaign_id, total, pending, queued,"
+                " calling, completed, failed, skipped, answered, attempts, answered_calls,"
+                " answered_seconds, outcome_answered, outcome_error, outcome_opted_out, "
+                + ", ".join(f"outcome_{o}" for o in outcomes)
+                + ") VALUES ('c1', 2, 0, 1, 0, 1, 0, 0, 1, 2, 1, 30.0, 1, 0, 0, "
+                + ", ".join("0" for _ in outcomes)
+                + ")"
             )
             for rid, phone, seq, status, outcome, attempts in (
                 ("r1", "+12125550101", 1, "completed", "'answered'", 1),
@@ -99,6 +103,7 @@ def test_upgrade_from_the_first_revision_to_head_keeps_the_data(empty_url: str) 
         assert (campaign.counters.total, campaign.counters.queued) == (2, 1)
         assert uow.get_recipient("r1").status is RecipientStatus.COMPLETED
         assert uow.duration_totals("c1") == (1, 30.0)
+        assert dict(uow.outcome_counts("c1")) == {CallOutcome.ANSWERED: 1}
         in_flight = uow.in_flight()
         assert (in_flight.total, dict(in_flight.by_campaign)) == (1, {"c1": 1})
         (dialing,) = uow.unfinished_attempts(started_before=T0 + timedelta(hours=1))

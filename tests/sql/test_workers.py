@@ -167,7 +167,9 @@ def _shared_campaign(url: str, tmp_path: Path, recipients: int, workers: int) ->
         _join(_start(url, ledger, campaign_id, workers, budget=170), budget=180)
         elapsed = time.monotonic() - started
         rows = _check_shared_campaign(repo, url, campaign_id, workers)
-        print(f"{workers} workers, {recipients} recipients, {len(rows)} attempts in {elapsed:.1f} s")
+        print(
+            f"{workers} workers, {recipients} recipients, {len(rows)} attempts in {elapsed:.1f} s"
+        )
         # The provider's side: every call it accepted is an attempt, none twice.
         ledger_calls = Ledger(str(ledger)).calls()
         assert {a for a, *_ in ledger_calls} <= {str(row.id) for row in rows}

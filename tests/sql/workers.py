@@ -46,7 +46,9 @@ class Ledger:
     """The simulated provider's records of the calls it accepted, shared by processes."""
 
     def __init__(self, path: str) -> None:
-        self._conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(
+            path, timeout=60, isolation_level=None, check_same_thread=False
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=OFF")
         self._lock = threading.Lock()

@@ -53,6 +53,7 @@ from urllib.parse import urlencode
 import attrs
 import httpx
 
+from outdial import __version__
 from outdial.errors import (
     ConfigurationError,
     ProviderAuthError,
@@ -86,6 +87,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 
 _UTC = timezone.utc
+_USER_AGENT = f"outdial/{__version__} httpx/{httpx.__version__}"
 _JSON = "application/json"
 _FORM = "application/x-www-form-urlencoded"
 
@@ -311,8 +313,6 @@ class HttpApi(Generic[TransportT]):
     """
 
     name: str = "http"
-    #: ``fetch_call`` works without an external call id (lookup by attempt id)
-    lookup_by_attempt_id: bool = False
 
     _client: Any
 
@@ -328,7 +328,7 @@ class HttpApi(Generic[TransportT]):
         self.base_url = base_url.rstrip("/")
         self._bucket = _bucket(rate_limit)
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
-        self._open(dict(headers), transport)
+        self._open({"User-Agent": _USER_AGENT, **headers}, transport)
 
     def _open(self, headers: dict[str, str], transport: TransportT | None) -> None:
         raise NotImplementedError  # provided by SyncHttpProvider / AsyncHttpProvider
@@ -448,6 +448,12 @@ class HttpApi(Generic[TransportT]):
                 details=redact(json.dumps(data)[:1000]),
             )
         return placed
+
+    def _required_status(self, value: str | None) -> str:
+        """A fetched call's status; an answer without one cannot tell anything."""
+        if value is None:
+            raise cannot_tell(self.name, "the provider's answer has no call status")
+        return value
 
     def _fetched_from(self, data: dict[str, Any] | None, attempt_id: str) -> CallEvent | None:
         return None if data is None else self._read_fetched(data, attempt_id)

@@ -297,7 +297,7 @@ class _ElevenLabsApi(HttpApi[TransportT]):
         return Outgoing("GET", f"/v1/convai/conversations/{quote(external_call_id, safe='')}")
 
     def _read_fetched(self, data: Mapping[str, Any], attempt_id: str) -> CallEvent:
-        status = text(data.get("status")) or ""
+        status = self._required_status(text(data.get("status")))
         mapped = elevenlabs_outcome(status=status)
         return mapped.event(
             NAME,

@@ -38,7 +38,7 @@ from outdial.errors import (
 )
 from outdial.outcomes import CallOutcome
 from outdial.phone import normalize_phone
-from outdial.ports import CallEvent, DialRequest, PlacedCall, WebhookRequest
+from outdial.ports import CallEvent, CallStatus, DialRequest, PlacedCall, WebhookRequest
 from outdial.providers import _mapping as m
 from outdial.providers._http import (
     DEFAULT_TIMEOUT,
@@ -312,17 +312,16 @@ class _ExotelApi(HttpApi[TransportT]):
         sid = text(path(call, "Sid"))
         if sid is None:
             return None
-        status = _STATUS.get(str(path(call, "Status") or "").lower(), m.QUEUED)
-        return PlacedCall(
-            NAME, sid, status.status if not status.final else m.QUEUED.status, raw=data
-        )
+        mapped = _STATUS.get(str(path(call, "Status") or "").lower())
+        status = mapped.status if mapped is not None and not mapped.final else CallStatus.QUEUED
+        return PlacedCall(NAME, sid, status, raw=data)
 
     def _build_fetch_by_id(self, external_call_id: str) -> Outgoing:
         return Outgoing("GET", f"{self._path}/{quote(external_call_id, safe='')}.json")
 
     def _read_fetched(self, data: Mapping[str, Any], attempt_id: str) -> CallEvent:
         call = data.get("Call") if isinstance(data.get("Call"), dict) else {}
-        status = text(path(call, "Status")) or ""
+        status = self._required_status(text(path(call, "Status")))
         mapped = exotel_outcome(status)
         return mapped.event(
             NAME,

@@ -295,6 +295,7 @@ class _RetellApi(HttpApi[TransportT]):
         return Outgoing("GET", f"/v2/get-call/{quote(external_call_id, safe='')}")
 
     def _read_fetched(self, data: Mapping[str, Any], attempt_id: str) -> CallEvent:
+        self._required_status(text(data.get("call_status")))
         return _event(data, attempt_id)
 
 

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qs, quote, urlsplit, urlunsplit
 
 import attrs
 import httpx
@@ -135,9 +135,16 @@ def twilio_outcome(
 # -- webhook ----------------------------------------------------------------------------------
 
 
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:  # not a number: no variant to try
+        return None
+
+
 def _without_port(url: str) -> str:
     parts = urlsplit(url)
-    if parts.port is None:
+    if _port(parts) is None:
         return url
     host = parts.netloc.rsplit(":", 1)[0]
     return urlunsplit(parts._replace(netloc=host))
@@ -145,7 +152,8 @@ def _without_port(url: str) -> str:
 
 def _with_port(url: str) -> str:
     parts = urlsplit(url)
-    if parts.port is not None:
+    host = parts.netloc.rsplit("@", 1)[-1].rsplit("]", 1)[-1]
+    if ":" in host:  # a port already (or an unreadable one)
         return url
     port = 443 if parts.scheme == "https" else 80
     return urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
@@ -418,7 +426,7 @@ class _TwilioApi(HttpApi[TransportT]):
         return Outgoing("GET", f"{self._calls}/{quote(external_call_id, safe='')}.json")
 
     def _read_fetched(self, data: Mapping[str, Any], attempt_id: str) -> CallEvent:
-        status = text(data.get("status")) or ""
+        status = self._required_status(text(data.get("status")))
         mapped = twilio_outcome(status, text(data.get("answered_by")))
         return mapped.event(
             NAME,

@@ -519,7 +519,7 @@ class _VapiApi(HttpApi[TransportT]):
         return Outgoing("GET", f"/call/{quote(external_call_id, safe='')}")
 
     def _read_fetched(self, data: Mapping[str, Any], attempt_id: str) -> CallEvent:
-        status = (text(data.get("status")) or "").lower()
+        status = self._required_status(text(data.get("status"))).lower()
         ended_reason = text(data.get("endedReason"))
         mapped = _call_outcome(status, ended_reason)
         return mapped.event(

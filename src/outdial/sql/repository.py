@@ -68,14 +68,19 @@ from outdial.sql.schema import (
     CAMPAIGN_RANK_SEQUENCE,
     CAMPAIGNS,
     COUNTERS,
-    OUTCOMES,
     RECIPIENT_SEQ_SEQUENCE,
     RECIPIENTS,
     SUPPRESSIONS,
     WORKERS,
 )
 
-__all__ = ["DISPATCH_LOCK_KEY", "SqlRepository", "SqlUnitOfWork"]
+__all__ = [
+    "DAY_STARTS_COUNTED",
+    "DISPATCH_LOCK_KEY",
+    "MINUTE_STARTS_KEPT",
+    "SqlRepository",
+    "SqlUnitOfWork",
+]
 
 #: The PostgreSQL advisory lock key taken by ``transaction(dispatch_lock=True)``
 #: (``b"outd"`` as an integer).
@@ -100,7 +105,8 @@ _US = timedelta(microseconds=1)
 _STATUS_COLUMNS = tuple(s.value for s in RecipientStatus)
 #: the columns that are fields of ``CampaignCounters``
 _CAMPAIGN_COUNTERS = (*_STATUS_COLUMNS, "total", "answered", "attempts")
-_COUNTER_COLUMNS = (*_CAMPAIGN_COUNTERS, "answered_calls")
+_OUTCOME_COLUMNS = {o.value: f"outcome_{o.value}" for o in CallOutcome}
+_COUNTER_COLUMNS = (*_CAMPAIGN_COUNTERS, "answered_calls", *_OUTCOME_COLUMNS.values())
 
 
 # -- rows <-> values -----------------------------------------------------------------------
@@ -138,7 +144,9 @@ def _campaign_values(c: Campaign) -> dict[str, Any]:
     }
 
 
-_CAMPAIGN_READ = [*CAMPAIGNS.c, *(COUNTERS.c[name] for name in _COUNTER_COLUMNS)]
+_CAMPAIGN_READ = [*CAMPAIGNS.c, *(COUNTERS.c[name] for name in _CAMPAIGN_COUNTERS)]
+_CAMPAIGN_COLUMNS = len(CAMPAIGNS.c)
+_CAMPAIGN_CACHE_SIZE = 1_024
 
 
 def _campaign_from_row(row: Any, counters: CampaignCounters) -> Campaign:
@@ -362,6 +370,8 @@ _STORED_ATTEMPT = sa.select(
     _A.test_call,
     _A.campaign_id,
     _A.claim_token,
+    _A.provider,
+    _A.external_call_id,
 ).where(_A.id == _P("id"))
 _EXTERNAL_OWNER = sa.select(_A.id).where(
     _A.provider == _P("provider"), _A.external_call_id == _P("external"), _A.id != _P("id")
@@ -407,14 +417,27 @@ _STARTS_BETWEEN = (
         _A.created_at > _P("after", type_=_A.created_at.type),
         _A.created_at <= _P("now", type_=_A.created_at.type),
     )
-    .order_by(_A.created_at)
+    .order_by(_A.created_at.desc())
+    .limit(_P("keep"))
 )
-_COUNT_STARTS = sa.select(sa.func.count()).where(
-    _A.campaign_id == _P("cid"),
-    _A.test_call.is_(False),
-    _A.created_at >= _P("since", type_=_A.created_at.type),
-    _A.created_at <= _P("now", type_=_A.created_at.type),
+_COUNT_STARTS = sa.select(sa.func.count()).select_from(
+    sa.select(_A.id)
+    .where(
+        _A.campaign_id == _P("cid"),
+        _A.test_call.is_(False),
+        _A.created_at >= _P("since", type_=_A.created_at.type),
+        _A.created_at <= _P("now", type_=_A.created_at.type),
+    )
+    .limit(_P("keep"))
+    .subquery()
 )
+_PACING = sa.select(_C.calls_per_minute, _C.daily_cap).where(_C.id == _P("cid"))
+#: ``dial_stats`` reads at least this many starts (more when the campaign's own
+#: ``calls_per_minute`` / ``daily_cap`` is larger), so its cost stays flat however
+#: fast calls start; the engine only looks at the newest ``calls_per_minute``
+#: starts of the last minute and compares ``starts_today`` with ``daily_cap``.
+MINUTE_STARTS_KEPT: Final = 64
+DAY_STARTS_COUNTED: Final = 1_000
 _IN_FLIGHT = (
     sa.select(_A.campaign_id, _A.workspace_id, _A.test_call, sa.func.count())
     .where(_NOT_ENDED)
@@ -449,9 +472,6 @@ _SUPPRESSED = sa.select(SUPPRESSIONS.c.phone).where(
 )
 _UNSUPPRESS = sa.delete(SUPPRESSIONS).where(
     SUPPRESSIONS.c.workspace_id == _P("ws"), SUPPRESSIONS.c.phone == _P("phone")
-)
-_OUTCOMES = sa.select(OUTCOMES.c.outcome, OUTCOMES.c.recipients).where(
-    OUTCOMES.c.campaign_id == _P("cid")
 )
 _DURATIONS = sa.select(COUNTERS.c.answered_calls, COUNTERS.c.answered_seconds).where(
     COUNTERS.c.campaign_id == _P("cid")
@@ -520,14 +540,75 @@ _MOVE_COUNTERS = (
 )
 
 
-class _Moves:
-    """Counter moves of one transaction not yet written, per campaign."""
+_ATTEMPT_BINDS = {name: _P(name, type_=_A[name].type) for name in _ATTEMPT_UPDATE_COLUMNS}
+_ENDING = _P("status", type_=_A.status.type) == sa.literal_column("'ended'")
 
-    __slots__ = ("counters", "outcomes")
+
+class _Statements:
+    """Statements that differ between SQLite and PostgreSQL, built once per dialect."""
+
+    def __init__(self, postgres: bool) -> None:
+        insert = pg_dialect.insert if postgres else sqlite_dialect.insert
+        # the database clock on PostgreSQL; a bound stamp (taken under SQLite's write
+        # lock) on SQLite: either way later transactions get later stamps
+        stamp: Any = (
+            sa.func.clock_timestamp() if postgres else _P("stamp", type_=_A.recorded_at.type)
+        )
+        self.insert_attempt = (
+            insert(ATTEMPTS)
+            .values(
+                {
+                    **_ATTEMPT_BINDS,
+                    "id": _P("id"),
+                    "recorded_at": stamp,
+                    "closed_at": sa.case((_ENDING, stamp), else_=None),
+                }
+            )
+            .on_conflict_do_nothing()
+            # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1)
+            .execution_options(preserve_rowcount=True)
+        )
+        self.update_attempt = (
+            sa.update(ATTEMPTS)
+            .where(_A.id == _P("a_id"))
+            .values(
+                {
+                    **_ATTEMPT_BINDS,
+                    "closed_at": sa.case(
+                        (_ENDING, sa.func.coalesce(_A.closed_at, stamp)), else_=None
+                    ),
+                }
+            )
+        )
+        self.suppress = insert(SUPPRESSIONS).on_conflict_do_nothing()
+        beat = insert(WORKERS)
+        self.heartbeat = beat.on_conflict_do_update(
+            index_elements=[WORKERS.c.worker_id],
+            set_={"heartbeat_at": beat.excluded.heartbeat_at},
+        )
+        self.get_attempt = _GET_ATTEMPT
+        self.find_attempt = _FIND_ATTEMPT
+        self.stored_attempt = _STORED_ATTEMPT
+        self.claim_ready = _READY
+        self.claim_waiting = _WAITING_DUE
+        if postgres:  # row locks (SQLite's write lock already covers the whole file)
+            self.get_attempt = _GET_ATTEMPT.with_for_update()
+            self.find_attempt = _FIND_ATTEMPT.with_for_update()
+            self.stored_attempt = _STORED_ATTEMPT.with_for_update()
+            self.claim_ready = _READY.with_for_update(skip_locked=True)
+            self.claim_waiting = _WAITING_DUE.with_for_update(skip_locked=True)
+
+
+_STATEMENTS = {True: _Statements(postgres=True), False: _Statements(postgres=False)}
+
+
+class _Moves:
+    """Counter moves of one transaction not yet written: campaign -> column -> delta."""
+
+    __slots__ = ("counters",)
 
     def __init__(self) -> None:
         self.counters: dict[str, dict[str, float]] = {}
-        self.outcomes: dict[str, dict[str, int]] = {}
 
     def add(self, campaign_id: str, **deltas: float) -> None:
         moves = self.counters.setdefault(campaign_id, {})
@@ -535,26 +616,24 @@ class _Moves:
             if delta:
                 moves[name] = moves.get(name, 0) + delta
 
-    def outcome(self, campaign_id: str, old: str | None, new: str | None) -> None:
+    def outcome(self, campaign_id: str, old: str | None, new: str | None, n: int = 1) -> None:
+        """``n`` final recipients moved from outcome ``old`` to ``new`` (None: none)."""
         if old == new:
             return
-        moves = self.outcomes.setdefault(campaign_id, {})
+        moves = self.counters.setdefault(campaign_id, {})
         if old is not None:
-            moves[old] = moves.get(old, 0) - 1
+            column = _OUTCOME_COLUMNS[old]
+            moves[column] = moves.get(column, 0) - n
         if new is not None:
-            moves[new] = moves.get(new, 0) + 1
+            column = _OUTCOME_COLUMNS[new]
+            moves[column] = moves.get(column, 0) + n
 
     def merge(self, other: _Moves) -> None:
         for campaign_id, deltas in other.counters.items():
             self.add(campaign_id, **deltas)
-        for campaign_id, counts in other.outcomes.items():
-            mine = self.outcomes.setdefault(campaign_id, {})
-            for outcome, n in counts.items():
-                mine[outcome] = mine.get(outcome, 0) + n
 
     def clear(self) -> None:
         self.counters.clear()
-        self.outcomes.clear()
 
 
 class SqlUnitOfWork:
@@ -572,6 +651,9 @@ class SqlUnitOfWork:
         self._open = True
         self._moves = _Moves()
         self._known: set[str] = set()  # campaign ids seen to exist in this transaction
+        self._q = _STATEMENTS[self._pg]
+        # attempts read with a lock (or written) in this transaction: id -> stored values
+        self._held: dict[str, dict[str, Any]] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -583,10 +665,10 @@ class SqlUnitOfWork:
     def _close(self) -> None:
         self._open = False
 
-    def _stamp(self) -> Any:
-        """The database clock (PostgreSQL) or this process's clock under SQLite's
-        write lock: either way, later transactions get later stamps."""
-        return sa.func.clock_timestamp() if self._pg else datetime.now(UTC)
+    def _stamp(self) -> datetime | None:
+        """The ``stamp`` parameter: None on PostgreSQL (its clock stamps), else this
+        process's clock, read under SQLite's write lock."""
+        return None if self._pg else datetime.now(UTC)
 
     def _require_campaign(self, campaign_id: str) -> None:
         if campaign_id in self._known:
@@ -596,7 +678,8 @@ class SqlUnitOfWork:
         self._known.add(campaign_id)
 
     def _flush(self) -> None:
-        """Write the counter moves of this transaction (called before commit)."""
+        """Write the counter moves of this transaction: one UPDATE per campaign touched,
+        just before commit, so the counters row is locked as briefly as possible."""
         conn = self._conn
         for campaign_id, moves in self._moves.counters.items():
             if not any(moves.values()):
@@ -607,29 +690,34 @@ class SqlUnitOfWork:
             params["d_answered_seconds"] = float(moves.get("answered_seconds", 0.0))
             params["c_id"] = campaign_id
             conn.execute(_MOVE_COUNTERS, params)
-        rows = [
-            {"campaign_id": cid, "outcome": outcome, "recipients": n}
-            for cid, moves in self._moves.outcomes.items()
-            for outcome, n in moves.items()
-            if n
-        ]
-        if rows:
-            insert = (pg_dialect.insert if self._pg else sqlite_dialect.insert)(OUTCOMES)
-            upsert = insert.on_conflict_do_update(
-                index_elements=[OUTCOMES.c.campaign_id, OUTCOMES.c.outcome],
-                set_={"recipients": OUTCOMES.c.recipients + insert.excluded.recipients},
-            )
-            for row in rows:
-                conn.execute(upsert, row)
         self._moves.clear()
 
     def _counters(self, campaign_id: str, row: Any) -> CampaignCounters:
         return _counters_from(row, self._moves.counters.get(campaign_id))
 
     def _campaign(self, row: Any) -> Campaign:
-        campaign_id = row._mapping["id"]
+        """The campaign of a ``_CAMPAIGN_READ`` row with its current counters.
+
+        Decoding the settings (business hours, retry policy...) costs more than
+        the query, so the repository keeps the last decoded value per campaign and
+        reuses it while the stored columns are exactly the same.
+        """
+        campaign_id = row[0]
         self._known.add(campaign_id)
-        return _campaign_from_row(row, self._counters(campaign_id, row._mapping))
+        counters = self._counters(campaign_id, row._mapping)
+        columns = tuple(row[:_CAMPAIGN_COLUMNS])
+        cache = self._repo._campaigns
+        cached = cache.get(campaign_id)
+        if cached is not None and cached[0] == columns:
+            campaign = cached[1]
+            if campaign.counters == counters:
+                return campaign
+            return attrs.evolve(campaign, counters=counters)
+        campaign = _campaign_from_row(row, counters)
+        if len(cache) >= _CAMPAIGN_CACHE_SIZE:
+            cache.clear()
+        cache[campaign_id] = (columns, campaign)
+        return campaign
 
     # -- campaigns ------------------------------------------------------------------------------
 
@@ -996,9 +1084,8 @@ class SqlUnitOfWork:
             return []
         params = {"cid": campaign_id, "now": to_utc(now, "now"), "limit": limit}
         ready, waiting = _READY, _WAITING_DUE
-        if self._pg and self._dispatch:
-            ready = ready.with_for_update(skip_locked=True)
-            waiting = waiting.with_for_update(skip_locked=True)
+        if self._dispatch:
+            ready, waiting = self._q.claim_ready, self._q.claim_waiting
         found = [_recipient_from_row(row) for row in conn.execute(ready, params)]
         found += [_recipient_from_row(row) for row in conn.execute(waiting, params)]
         found.sort(key=lambda r: (-r.priority, r.seq))
@@ -1038,21 +1125,20 @@ class SqlUnitOfWork:
         skipped = sum(by_outcome.values())
         if skipped:
             self._moves.add(campaign_id, pending=-skipped, skipped=skipped)
-            moves = self._moves.outcomes.setdefault(campaign_id, {})
             for outcome, n in by_outcome.items():
-                if outcome is not None:
-                    moves[outcome] = moves.get(outcome, 0) + n
+                self._moves.outcome(campaign_id, None, outcome, n)
         return skipped
 
     def outcome_counts(self, campaign_id: str) -> Mapping[CallOutcome, int]:
         """Final recipients by their last outcome (recipients without one are left out)."""
+        row = self._c().execute(_COUNTERS_ROW, {"cid": campaign_id}).first()
+        stored = {} if row is None else row._mapping
+        moves = self._moves.counters.get(campaign_id, {})
         counts = {
-            row.outcome: row.recipients
-            for row in self._c().execute(_OUTCOMES, {"cid": campaign_id})
+            CallOutcome(outcome): int(stored.get(column) or 0) + int(moves.get(column, 0))
+            for outcome, column in _OUTCOME_COLUMNS.items()
         }
-        for outcome, n in self._moves.outcomes.get(campaign_id, {}).items():
-            counts[outcome] = counts.get(outcome, 0) + n
-        return MappingProxyType({CallOutcome(o): n for o, n in counts.items() if n})
+        return MappingProxyType({o: n for o, n in counts.items() if n})
 
     def duration_totals(self, campaign_id: str) -> tuple[int, float]:
         """(ended, answered, non-test attempts with a duration; their total seconds)."""
@@ -1088,63 +1174,61 @@ class SqlUnitOfWork:
         to_utc(attempt.created_at, "attempt.created_at")
         if not attempt.test_call:
             self._require_campaign(attempt.campaign_id)
-        values = _attempt_values(attempt)
-        stamp = self._stamp()
-        values.update(
-            id=attempt.id,
-            recorded_at=stamp,
-            closed_at=stamp if attempt.status is AttemptStatus.ENDED else None,
-        )
-        insert = (pg_dialect.insert if self._pg else sqlite_dialect.insert)(ATTEMPTS)
-        statement = insert.values(values).on_conflict_do_nothing()
-        # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1)
-        done = conn.execute(statement.execution_options(preserve_rowcount=True))
-        if done.rowcount != 1:
+        params = _attempt_values(attempt)
+        params["id"] = attempt.id
+        params["stamp"] = self._stamp()
+        if conn.execute(self._q.insert_attempt, params).rowcount != 1:
             raise RepositoryError(self._attempt_conflict(attempt))
-        self._attempt_moves(values, +1)
+        self._attempt_moves(params, +1)
+        self._held[attempt.id] = params
 
     def _attempt_conflict(self, attempt: Attempt) -> str:
         conn = self._conn
         if conn.execute(_STORED_ATTEMPT, {"id": attempt.id}).first() is not None:
             return f"attempt {attempt.id!r} already exists"
-        if attempt.provider is not None and attempt.external_call_id is not None:
-            owner = conn.execute(
-                _EXTERNAL_OWNER,
-                {
-                    "provider": attempt.provider,
-                    "external": attempt.external_call_id,
-                    "id": attempt.id,
-                },
-            ).first()
-            if owner is not None:
-                return (
-                    f"attempt {attempt.id!r}: {attempt.provider} call {attempt.external_call_id!r} "
-                    f"already belongs to attempt {owner.id!r}"
-                )
+        owner = self._external_owner(attempt)
+        if owner is not None:
+            return owner
         return (
             f"attempt {attempt.id!r}: recipient {attempt.recipient_id!r} already has attempt "
             f"number {attempt.number} in flight"
         )
 
-    def _lock(self, statement: sa.Select[Any]) -> sa.Select[Any]:
-        return statement.with_for_update() if self._pg else statement
+    def _external_owner(self, attempt: Attempt) -> str | None:
+        """Why ``attempt``'s provider call id cannot be used (None if it can)."""
+        if attempt.provider is None or attempt.external_call_id is None:
+            return None
+        owner = self._conn.execute(
+            _EXTERNAL_OWNER,
+            {"provider": attempt.provider, "external": attempt.external_call_id, "id": attempt.id},
+        ).first()
+        if owner is None:
+            return None
+        return (
+            f"attempt {attempt.id!r}: {attempt.provider} call {attempt.external_call_id!r} "
+            f"already belongs to attempt {owner.id!r}"
+        )
+
+    def _hold(self, row: Any) -> Attempt:
+        """The attempt of a locked row, remembered so that saving it needs no re-read."""
+        attempt = _attempt_from_row(row)
+        self._held[attempt.id] = dict(row._mapping)
+        return attempt
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
         """The attempt, or None. On PostgreSQL the row stays locked until commit."""
-        row = self._c().execute(self._lock(_GET_ATTEMPT), {"id": attempt_id}).first()
-        return None if row is None else _attempt_from_row(row)
+        row = self._c().execute(self._q.get_attempt, {"id": attempt_id}).first()
+        return None if row is None else self._hold(row)
 
     def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
         """The attempt the provider knows as ``external_call_id``; None if none (locked
         until commit on PostgreSQL)."""
         row = (
             self._c()
-            .execute(
-                self._lock(_FIND_ATTEMPT), {"provider": provider, "external": external_call_id}
-            )
+            .execute(self._q.find_attempt, {"provider": provider, "external": external_call_id})
             .first()
         )
-        return None if row is None else _attempt_from_row(row)
+        return None if row is None else self._hold(row)
 
     def save_attempt(self, attempt: Attempt) -> None:
         """Update an attempt.
@@ -1155,40 +1239,31 @@ class SqlUnitOfWork:
         if its provider call id belongs to another attempt.
         """
         conn = self._c()
-        stored = conn.execute(self._lock(_STORED_ATTEMPT), {"id": attempt.id}).first()
+        stored = self._held.get(attempt.id)
         if stored is None:
-            raise NotFound("attempt", attempt.id)
-        if stored.claim_token > attempt.claim_token:
+            row = conn.execute(self._q.stored_attempt, {"id": attempt.id}).first()
+            if row is None:
+                raise NotFound("attempt", attempt.id)
+            stored = dict(row._mapping)
+        if stored["claim_token"] > attempt.claim_token:
             raise StaleClaim(attempt.id, attempt.claim_token)
         to_utc(attempt.created_at, "attempt.created_at")
-        if not attempt.test_call:
+        if not attempt.test_call and attempt.campaign_id != stored["campaign_id"]:
             self._require_campaign(attempt.campaign_id)
-        if attempt.provider is not None and attempt.external_call_id is not None:
-            owner = conn.execute(
-                _EXTERNAL_OWNER,
-                {
-                    "provider": attempt.provider,
-                    "external": attempt.external_call_id,
-                    "id": attempt.id,
-                },
-            ).first()
-            if owner is not None:
-                raise RepositoryError(
-                    f"attempt {attempt.id!r}: {attempt.provider} call {attempt.external_call_id!r} "
-                    f"already belongs to attempt {owner.id!r}"
-                )
-        values = _attempt_values(attempt)
-        ending = attempt.status is AttemptStatus.ENDED
-        if ending and stored.status != _ENDED:
-            closed: Any = self._stamp()
-        elif ending:
-            closed = ATTEMPTS.c.closed_at
-        else:
-            closed = None
-        values["closed_at"] = closed
-        conn.execute(sa.update(ATTEMPTS).where(_A.id == attempt.id).values(values))
-        self._attempt_moves(stored._mapping, -1)
-        self._attempt_moves(values, +1)
+        if (attempt.provider, attempt.external_call_id) != (
+            stored["provider"],
+            stored["external_call_id"],
+        ):
+            taken = self._external_owner(attempt)
+            if taken is not None:
+                raise RepositoryError(taken)
+        params = _attempt_values(attempt)
+        params["a_id"] = attempt.id
+        params["stamp"] = self._stamp()
+        conn.execute(self._q.update_attempt, params)
+        self._attempt_moves(stored, -1)
+        self._attempt_moves(params, +1)
+        self._held[attempt.id] = params
 
     def attempts_for(self, recipient_id: str) -> list[Attempt]:
         """The recipient's attempts by number (then creation)."""
@@ -1224,24 +1299,45 @@ class SqlUnitOfWork:
 
     def dial_stats(self, campaign_id: str, now: datetime, day_start: datetime) -> DialStats:
         """Non-test attempt starts of the campaign: those in ``(now - 60 s, now]``, the
-        latest one at or before ``now`` and how many in ``[day_start, now]``."""
+        latest one at or before ``now`` and how many in ``[day_start, now]``.
+
+        Bounded so the cost stays flat however fast calls start: the minute's starts
+        are the newest ``max(calls_per_minute, MINUTE_STARTS_KEPT)`` of them, and the
+        day's count stops at ``max(daily_cap, DAY_STARTS_COUNTED)`` (the engine only
+        needs the newest ``calls_per_minute`` starts and a comparison with
+        ``daily_cap``, so its decisions are the same).
+        """
         conn = self._c()
         now = to_utc(now, "now")
         day_start = to_utc(day_start, "day_start")
         last: datetime | None = conn.execute(_LAST_START, {"cid": campaign_id, "now": now}).scalar()
         if last is None:
             return DialStats()
+        pacing = conn.execute(_PACING, {"cid": campaign_id}).first()
+        per_minute = 0 if pacing is None else int(pacing.calls_per_minute or 0)
+        cap = 0 if pacing is None else int(pacing.daily_cap or 0)
         minute: tuple[datetime, ...] = ()
         if last > now - _MINUTE:
-            minute = tuple(
-                conn.execute(
-                    _STARTS_BETWEEN, {"cid": campaign_id, "after": now - _MINUTE, "now": now}
-                ).scalars()
-            )
+            newest = conn.execute(
+                _STARTS_BETWEEN,
+                {
+                    "cid": campaign_id,
+                    "after": now - _MINUTE,
+                    "now": now,
+                    "keep": max(per_minute, MINUTE_STARTS_KEPT),
+                },
+            ).scalars()
+            minute = tuple(reversed(list(newest)))
         today = 0
         if last >= day_start:
             today = conn.execute(
-                _COUNT_STARTS, {"cid": campaign_id, "since": day_start, "now": now}
+                _COUNT_STARTS,
+                {
+                    "cid": campaign_id,
+                    "since": day_start,
+                    "now": now,
+                    "keep": max(cap, DAY_STARTS_COUNTED),
+                },
             ).scalar_one()
         return DialStats(starts_since_minute=minute, last_start_at=last, starts_today=today)
 
@@ -1256,12 +1352,14 @@ class SqlUnitOfWork:
     def suppress(self, workspace_id: str, phone: str, reason: str, now: datetime) -> None:
         """Put ``phone`` on the workspace's do-not-call list (a second time changes
         nothing: the first reason and time are kept)."""
-        conn = self._c()
-        insert = (pg_dialect.insert if self._pg else sqlite_dialect.insert)(SUPPRESSIONS)
-        conn.execute(
-            insert.values(
-                workspace_id=workspace_id, phone=phone, reason=reason, created_at=to_utc(now, "now")
-            ).on_conflict_do_nothing()
+        self._c().execute(
+            self._q.suppress,
+            {
+                "workspace_id": workspace_id,
+                "phone": phone,
+                "reason": reason,
+                "created_at": to_utc(now, "now"),
+            },
         )
 
     def unsuppress(self, workspace_id: str, phone: str) -> None:
@@ -1299,6 +1397,8 @@ class SqlRepository:
         # instead of letting them poll the file lock.
         self._serial: threading.RLock | None = None if self.postgres else threading.RLock()
         self._local = threading.local()
+        # campaign id -> (stored columns, decoded campaign): see SqlUnitOfWork._campaign
+        self._campaigns: dict[str, tuple[tuple[Any, ...], Campaign]] = {}
 
     def __repr__(self) -> str:
         return f"SqlRepository({self.url!r})"
@@ -1361,6 +1461,7 @@ class SqlRepository:
             savepoint.rollback()
             outer._moves.clear()
             outer._known = known
+            outer._held.clear()
             raise
         savepoint.commit()
 
@@ -1375,13 +1476,10 @@ class SqlRepository:
     def heartbeat(self, worker_id: str, now: datetime) -> None:
         """Record that ``worker_id`` is alive at ``now`` (the first beat registers it)."""
         now = to_utc(now, "now")
-        insert = (pg_dialect.insert if self.postgres else sqlite_dialect.insert)(WORKERS)
-        statement = insert.values(worker_id=worker_id, started_at=now, heartbeat_at=now)
-        statement = statement.on_conflict_do_update(
-            index_elements=[WORKERS.c.worker_id], set_={"heartbeat_at": now}
-        )
         with self.transaction() as uow:
-            uow._c().execute(statement)
+            uow._c().execute(
+                uow._q.heartbeat, {"worker_id": worker_id, "started_at": now, "heartbeat_at": now}
+            )
 
     def dead_workers(self, now: datetime, timeout: timedelta) -> list[str]:
         """Workers whose last heartbeat is older than ``now - timeout``, oldest first.

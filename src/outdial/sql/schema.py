@@ -6,11 +6,11 @@ application's own tables; Alembic's version table is ``outdial_alembic_version``
 - ``outdial_campaigns`` - one row per campaign (drafts are campaigns in status
   ``draft``); settings that are values (agent, business hours, retry policy,
   prompt variables, CSV headers) are JSON written by :mod:`outdial.serialization`.
-- ``outdial_campaign_counters`` - the campaign's recipient counters, one row per
-  campaign, moved in the same transaction as the recipients (invariant 8). They
-  live beside the campaign row, not in it, so that editing a campaign and counting
-  its calls never wait for each other.
-- ``outdial_campaign_outcomes`` - final recipients per campaign and outcome.
+- ``outdial_campaign_counters`` - the campaign's recipient counters (by status,
+  answered, attempts, final recipients by outcome, answered talk time), one row
+  per campaign, moved in the same transaction as the recipients (invariant 8).
+  They live beside the campaign row, not in it, so that editing a campaign and
+  counting its calls never wait for each other.
 - ``outdial_recipients`` - unique ``(campaign_id, phone)``; the due queue is two
   partial indexes on pending recipients: *ready* ones (no due time) in dial order
   ``(campaign_id, priority DESC, seq)`` and *waiting* ones by
@@ -39,13 +39,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from outdial._time import UTC, to_utc
+from outdial.outcomes import CallOutcome
 
 __all__ = [
     "ATTEMPTS",
     "CAMPAIGNS",
     "CAMPAIGN_RANK_SEQUENCE",
     "COUNTERS",
-    "OUTCOMES",
     "RECIPIENTS",
     "RECIPIENT_SEQ_SEQUENCE",
     "SUPPRESSIONS",
@@ -167,19 +167,8 @@ COUNTERS = sa.Table(
     sa.Column("attempts", _B, nullable=False),
     sa.Column("answered_calls", _B, nullable=False),  # answered attempts with a duration
     sa.Column("answered_seconds", sa.Float, nullable=False),
-)
-
-OUTCOMES = sa.Table(
-    "outdial_campaign_outcomes",
-    metadata,
-    sa.Column(
-        "campaign_id",
-        _T,
-        sa.ForeignKey("outdial_campaigns.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("outcome", _T, primary_key=True),
-    sa.Column("recipients", _B, nullable=False),
+    # final recipients by their last outcome
+    *(sa.Column(f"outcome_{o.value}", _B, nullable=False) for o in CallOutcome),
 )
 
 RECIPIENTS = sa.Table(

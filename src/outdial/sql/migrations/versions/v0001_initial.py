@@ -1,4 +1,4 @@
-"""The first schema: campaigns, counters, recipients, attempts, suppressions.
+"""The first schema: campaigns, their counters, recipients, attempts, suppressions.
 
 Revision ID: 0001
 Revises:
@@ -17,6 +17,17 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: the call outcomes of this revision (one counter column each)
+_OUTCOMES = (
+    "answered",
+    "no_answer",
+    "busy",
+    "voicemail",
+    "invalid_number",
+    "declined",
+    "error",
+    "opted_out",
+)
 
 
 def _instant() -> sa.DateTime:
@@ -90,6 +101,7 @@ def upgrade() -> None:
             )
         ),
         sa.Column("answered_seconds", sa.Float, nullable=False),
+        *(_counter(f"outcome_{outcome}") for outcome in _OUTCOMES),
         sa.PrimaryKeyConstraint("campaign_id", name="pk_outdial_campaign_counters"),
         sa.ForeignKeyConstraint(
             ["campaign_id"],
@@ -98,20 +110,6 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
     )
-    op.create_table(
-        "outdial_campaign_outcomes",
-        sa.Column("campaign_id", sa.Text, nullable=False),
-        sa.Column("outcome", sa.Text, nullable=False),
-        sa.Column("recipients", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint("campaign_id", "outcome", name="pk_outdial_campaign_outcomes"),
-        sa.ForeignKeyConstraint(
-            ["campaign_id"],
-            ["outdial_campaigns.id"],
-            name="fk_outdial_campaign_outcomes_campaign_id",
-            ondelete="CASCADE",
-        ),
-    )
-
     op.create_table(
         "outdial_recipients",
         sa.Column("id", sa.Text, nullable=False),
@@ -216,7 +214,6 @@ def downgrade() -> None:
         "outdial_suppressions",
         "outdial_attempts",
         "outdial_recipients",
-        "outdial_campaign_outcomes",
         "outdial_campaign_counters",
         "outdial_campaigns",
     ):

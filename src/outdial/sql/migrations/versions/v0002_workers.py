@@ -34,8 +34,6 @@ _HOT_TABLES = {
     "autovacuum_analyze_scale_factor = 0.02",
     "outdial_campaign_counters": "fillfactor = 50, autovacuum_vacuum_scale_factor = 0.0, "
     "autovacuum_vacuum_threshold = 1000",
-    "outdial_campaign_outcomes": "fillfactor = 50, autovacuum_vacuum_scale_factor = 0.0, "
-    "autovacuum_vacuum_threshold = 1000",
     "outdial_workers": "fillfactor = 50, autovacuum_vacuum_scale_factor = 0.0, "
     "autovacuum_vacuum_threshold = 200",
 }
