@@ -489,18 +489,35 @@ _RECIPIENT_UPDATE_COLUMNS = tuple(
         Recipient(id="", campaign_id="", workspace_id="", phone="", created_at=_EPOCH)
     )
 )
-_UPDATE_RECIPIENT = (
-    sa.update(RECIPIENTS)
-    .where(
-        _R.id == _P("r_id"),
-        _R.campaign_id == _P("r_campaign_id"),
-        _R.status == _P("r_previous_status"),
-    )
-    .values({name: _P(name, type_=_R[name].type) for name in _RECIPIENT_UPDATE_COLUMNS})
-)
-_UPDATE_FINAL_RECIPIENT = _UPDATE_RECIPIENT.where(
-    _R.outcome.is_not_distinct_from(_P("r_previous_outcome", type_=_R.outcome.type))
-)
+_UPDATE_STATEMENTS_KEPT = 256
+
+
+def _recipient_update(columns: tuple[str, ...], final: bool) -> sa.Update:
+    """``UPDATE`` of ``columns`` as a compare-and-set on the status read (and, for a
+    final recipient, the outcome read); built once per column set."""
+    key = (columns, final)
+    statement = _RECIPIENT_UPDATES.get(key)
+    if statement is None:
+        statement = (
+            sa.update(RECIPIENTS)
+            .where(
+                _R.id == _P("r_id"),
+                _R.campaign_id == _P("r_campaign_id"),
+                _R.status == _P("r_previous_status"),
+            )
+            .values({name: _P(name, type_=_R[name].type) for name in columns})
+        )
+        if final:
+            statement = statement.where(
+                _R.outcome.is_not_distinct_from(_P("r_previous_outcome", type_=_R.outcome.type))
+            )
+        if len(_RECIPIENT_UPDATES) >= _UPDATE_STATEMENTS_KEPT:
+            _RECIPIENT_UPDATES.clear()
+        _RECIPIENT_UPDATES[key] = statement
+    return statement
+
+
+_RECIPIENT_UPDATES: dict[tuple[tuple[str, ...], bool], sa.Update] = {}
 _ATTEMPT_UPDATE_COLUMNS = tuple(
     _attempt_values(
         Attempt(
@@ -568,18 +585,8 @@ class _Statements:
             # rowcount of an INSERT is only kept when asked for (SQLAlchemy 2.1)
             .execution_options(preserve_rowcount=True)
         )
-        self.update_attempt = (
-            sa.update(ATTEMPTS)
-            .where(_A.id == _P("a_id"))
-            .values(
-                {
-                    **_ATTEMPT_BINDS,
-                    "closed_at": sa.case(
-                        (_ENDING, sa.func.coalesce(_A.closed_at, stamp)), else_=None
-                    ),
-                }
-            )
-        )
+        self._stamp = stamp
+        self._attempt_updates: dict[tuple[str, ...], sa.Update] = {}
         self.suppress = insert(SUPPRESSIONS).on_conflict_do_nothing()
         beat = insert(WORKERS)
         self.heartbeat = beat.on_conflict_do_update(
@@ -597,6 +604,21 @@ class _Statements:
             self.stored_attempt = _STORED_ATTEMPT.with_for_update()
             self.claim_ready = _READY.with_for_update(skip_locked=True)
             self.claim_waiting = _WAITING_DUE.with_for_update(skip_locked=True)
+
+    def update_attempt(self, columns: tuple[str, ...]) -> sa.Update:
+        """``UPDATE`` of an attempt's ``columns`` (``closed_at`` follows the status)."""
+        statement = self._attempt_updates.get(columns)
+        if statement is None:
+            values: dict[str, Any] = {name: _ATTEMPT_BINDS[name] for name in columns}
+            if "status" in columns:
+                values["closed_at"] = sa.case(
+                    (_ENDING, sa.func.coalesce(_A.closed_at, self._stamp)), else_=None
+                )
+            statement = sa.update(ATTEMPTS).where(_A.id == _P("a_id")).values(values)
+            if len(self._attempt_updates) >= _UPDATE_STATEMENTS_KEPT:
+                self._attempt_updates.clear()
+            self._attempt_updates[columns] = statement
+        return statement
 
 
 _STATEMENTS = {True: _Statements(postgres=True), False: _Statements(postgres=False)}
@@ -996,17 +1018,22 @@ class SqlUnitOfWork:
                     f"recipient {recipient.id!r}: {recipient.phone} is already in the campaign"
                 )
         params = _recipient_values(recipient)
-        old_status = previous.status.value
-        old_outcome = None if previous.outcome is None else previous.outcome.value
+        before = _recipient_values(previous)
+        # Only what the caller changed is written (the status always: it is the CAS).
+        columns = tuple(
+            name
+            for name in _RECIPIENT_UPDATE_COLUMNS
+            if name == "status" or params[name] != before[name]
+        )
+        old_status = before["status"]
+        old_outcome = before["outcome"]
         params.update(
             r_id=recipient.id,
             r_campaign_id=recipient.campaign_id,
             r_previous_status=old_status,
+            r_previous_outcome=old_outcome,
         )
-        statement = _UPDATE_RECIPIENT
-        if old_status in _FINAL:
-            statement = _UPDATE_FINAL_RECIPIENT
-            params["r_previous_outcome"] = old_outcome
+        statement = _recipient_update(columns, old_status in _FINAL)
         if conn.execute(statement, params).rowcount != 1:
             state = conn.execute(_RECIPIENT_STATE, {"id": recipient.id}).first()
             if state is None:
@@ -1258,9 +1285,15 @@ class SqlUnitOfWork:
             if taken is not None:
                 raise RepositoryError(taken)
         params = _attempt_values(attempt)
+        if all(name in stored for name in _ATTEMPT_UPDATE_COLUMNS):
+            columns = tuple(n for n in _ATTEMPT_UPDATE_COLUMNS if params[n] != stored[n])
+            if not columns:
+                return  # nothing changed (the fencing check above still applied)
+        else:
+            columns = _ATTEMPT_UPDATE_COLUMNS
         params["a_id"] = attempt.id
         params["stamp"] = self._stamp()
-        conn.execute(self._q.update_attempt, params)
+        conn.execute(self._q.update_attempt(columns), params)
         self._attempt_moves(stored, -1)
         self._attempt_moves(params, +1)
         self._held[attempt.id] = params
