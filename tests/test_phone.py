@@ -11,10 +11,16 @@ import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from phonenumbers import PhoneNumberType
+from phonenumbers import timezone as pn_timezone
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from outdial.errors import ConfigurationError, InvalidPhoneNumber
 from outdial.phone import (
     PhoneNumberInfo,
+    _classify,
+    _e164_and_zones,
+    _zones_by_prefix,
     mask_phone,
     normalize_phone,
     parse_phone,
@@ -242,7 +248,7 @@ def test_unknown_numbers_have_no_time_zone(text: str) -> None:
 
 def test_etc_unknown_is_dropped() -> None:
     number = phonenumbers.parse("+80012345678", None)
-    assert phonenumbers.timezone.time_zones_for_number(number) == ("Etc/Unknown",)
+    assert pn_timezone.time_zones_for_number(number) == ("Etc/Unknown",)
     assert time_zones_for_number("+80012345678") == ()
 
 
@@ -251,7 +257,7 @@ def test_etc_unknown_is_dropped() -> None:
 def test_every_zone_returned_loads_in_zoneinfo(number: phonenumbers.PhoneNumber) -> None:
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     zones = time_zones_for_number(e164)
-    raw = set(phonenumbers.timezone.time_zones_for_number(number)) - {"Etc/Unknown"}
+    raw = set(pn_timezone.time_zones_for_number(number)) - {"Etc/Unknown"}
     assert set(zones) == raw
     assert parse_phone(e164).time_zones == zones
     for zone in zones:

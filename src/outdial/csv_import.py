@@ -78,7 +78,7 @@ from outdial.errors import (
     MissingPhoneColumn,
     RowLimitExceeded,
 )
-from outdial.phone import PhoneNumberInfo, normalize_phone, parse_phone
+from outdial.phone import _e164_and_zones, normalize_phone
 from outdial.recipient import Recipient
 
 __all__ = [
@@ -288,16 +288,17 @@ def read_recipients_csv(
             if isinstance(checked, RowProblem):
                 yield checked
                 continue
+            e164, time_zones = checked
             first, last, email, company, variables, priority = layout.values(cells)
             yield ParsedRow(
                 row=row,
-                phone=checked.e164,
+                phone=e164,
                 first_name=first,
                 last_name=last,
                 email=email,
                 company=company,
                 variables=variables,
-                time_zones=checked.time_zones,
+                time_zones=time_zones,
                 priority=priority,
             )
 
@@ -312,7 +313,7 @@ def import_recipients_csv(
     existing_count: int = 0,
     limit: int = 10_000,
     default_region: str | None = None,
-    new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    new_id: Callable[[], str] | None = None,
     batch_size: int = 1000,
 ) -> ImportReport:
     """Import a recipients file into a campaign and report what happened.
@@ -320,6 +321,11 @@ def import_recipients_csv(
     Valid rows become :class:`Recipient` values (``created_at=now``, ids from
     ``new_id``, custom columns as ``variables``, ``time_zones`` from the number)
     handed to ``add_batch`` at most ``batch_size`` at a time, in file order.
+    Without ``new_id``, ids are 32 lowercase hex digits like ``uuid4().hex``:
+    24 random digits drawn once per import (one ``uuid4``, 90 random bits), then
+    the recipient's place in the import as 8 hex digits (more past 4 billion),
+    so they are unique within an import and, the prefix being random, across
+    imports; one ``uuid4`` per row would cost as much as the rest of a row.
     ``add_batch`` stores them and returns how many it inserted; the rest were
     numbers the campaign already had (``UnitOfWork.add_recipients`` does exactly
     this). Invalid rows are reported and skipped; a number repeated in the file
@@ -355,7 +361,7 @@ def import_recipients_csv(
                 workspace_id=workspace_id,
                 now=now,
                 add_batch=add_batch,
-                new_id=new_id,
+                new_id=new_id or _import_ids(),
                 batch_size=batch_size,
             )
     inserted, quality = stored
@@ -565,8 +571,8 @@ class _Layout:
             column_map=MappingProxyType(column_map),
         )
 
-    def check(self, row: int, cells: list[str], region: str | None) -> PhoneNumberInfo | RowProblem:
-        """The number of a non-blank row, or the problem that keeps it out."""
+    def check(self, row: int, cells: list[str], region: str | None) -> _Phone | RowProblem:
+        """The number (E.164, time zones) of a non-blank row, or the problem that keeps it out."""
         width = len(self.headers)
         if len(cells) > width:
             extra = [cell.strip() for cell in cells[width:] if cell.strip()]
@@ -579,7 +585,7 @@ class _Layout:
                 )
         text = _clean(cells[self.phone]) if self.phone < len(cells) else ""
         try:
-            info = parse_phone(text, region)
+            phone = _e164_and_zones(text, region)
         except InvalidPhoneNumber as exc:
             return RowProblem(row, self.headers[self.phone], text, exc.reason)
         if self.priority is not None and self.priority < len(cells):
@@ -588,7 +594,7 @@ class _Layout:
                 return RowProblem(
                     row, self.headers[self.priority], value, "priority must be a whole number"
                 )
-        return info
+        return phone
 
     def values(
         self, cells: list[str]
@@ -656,6 +662,8 @@ def _check_region(region: str | None) -> None:
 
 # (row number, cells, why the record is malformed or None)
 _Record = tuple[int, list[str], "str | None"]
+# A valid row's number: E.164 and time zones.
+_Phone = tuple[str, tuple[str, ...]]
 
 
 def _open_csv(chunks: Iterator[bytes]) -> tuple[_Layout, Iterator[_Record]]:
@@ -894,24 +902,25 @@ def _scan(chunks: Iterator[bytes], region: str | None) -> _Scan:
     """Pass one over the file: validate, count, find repeats; store nothing."""
     layout, records = _open_csv(chunks)
     scan = _Scan(layout)
-    numbers, keep_zone = scan.numbers, scan.zones.append
+    numbers, keep_zone, check = scan.numbers, scan.zones.append, layout.check
     zone_index: dict[tuple[str, ...], int] = {}
     for row, cells, error in records:
         if error is None and _blank(cells):
-            checked: PhoneNumberInfo | RowProblem | None = None
+            checked: _Phone | RowProblem | None = None
         else:
             scan.total_rows += 1
             checked = (
                 RowProblem(row, None, None, error)
                 if error is not None
-                else layout.check(row, cells, region)
+                else check(row, cells, region)
             )
-        if isinstance(checked, PhoneNumberInfo):
-            if numbers.keep(int(checked.e164[1:])):
-                index = zone_index.get(checked.time_zones)
+        if isinstance(checked, tuple):
+            e164, time_zones = checked
+            if numbers.keep(int(e164[1:])):
+                index = zone_index.get(time_zones)
                 if index is None:
-                    index = zone_index[checked.time_zones] = len(scan.zone_table)
-                    scan.zone_table.append(checked.time_zones)
+                    index = zone_index[time_zones] = len(scan.zone_table)
+                    scan.zone_table.append(time_zones)
                 keep_zone(index)
                 continue
             scan.duplicates += 1
@@ -921,6 +930,13 @@ def _scan(chunks: Iterator[bytes], region: str | None) -> _Scan:
                 scan.problems.append(checked)
         keep_zone(0)
     return scan
+
+
+def _import_ids() -> Callable[[], str]:
+    """Recipient ids for one import: one random uuid4 prefix, then a hex counter."""
+    prefix = uuid.uuid4().hex[:24]
+    count = itertools.count()
+    return lambda: f"{prefix}{next(count):08x}"
 
 
 def _store(

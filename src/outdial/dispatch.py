@@ -43,6 +43,7 @@ from outdial.phone import mask_phone
 from outdial.ports import (
     CallEvent,
     DialRequest,
+    DialStats,
     EventSink,
     PlacedCall,
     Repository,
@@ -55,6 +56,7 @@ from outdial.templates import render
 __all__ = ["Claim", "DialerCore", "EventResult", "build_dial_request"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NO_STATS = DialStats()
 
 
 @attrs.frozen
@@ -134,7 +136,9 @@ class DialerCore:
         engine = self.engine
         in_flight = uow.in_flight()
         shots: list[CampaignSnapshot] = []
-        for c in uow.dispatchable_campaigns():
+        campaigns = uow.dispatchable_campaigns()
+        shared = len(campaigns) > 1  # fairness between campaigns needs their last starts
+        for c in campaigns:
             dialing = (
                 c.status is CampaignStatus.ACTIVE
                 and c.counters.remaining > 0
@@ -143,13 +147,21 @@ class DialerCore:
             if not dialing:
                 shots.append(CampaignSnapshot(c))
                 continue
-            stats = uow.dial_stats(c.id, now, engine.day_start(c, now))
+            stats = (
+                uow.dial_stats(c.id, now, engine.day_start(c, now))
+                if shared or engine.needs_dial_stats(c)
+                else _NO_STATS
+            )
             capacity, _ = engine.campaign_capacity(
                 c, in_flight.by_campaign.get(c.id, 0), stats, now
             )
             want = engine.candidates_wanted(c, capacity)
             candidates = uow.due_recipients(c.id, now, want) if want else []
-            retried = [r.id for r in candidates if r.attempts > 0]
+            retried = (
+                [r.id for r in candidates if r.attempts > 0]
+                if engine.needs_attempt_starts(c)
+                else []
+            )
             starts = uow.attempt_starts(retried, _EPOCH) if retried else {}
             suppressed = (
                 uow.suppressed(c.workspace_id, [r.phone for r in candidates])

@@ -311,8 +311,25 @@ class Engine:
         return _local_midnight(local.date() + timedelta(days=1), zone)
 
     def candidates_wanted(self, campaign: Campaign, capacity: int) -> int:
-        """How many due recipients a runner should load for a campaign with ``capacity``."""
-        return capacity + self.config.candidate_slack if capacity > 0 else 0
+        """How many due recipients a runner should load for a campaign with ``capacity``:
+        a little more than it can dial, in case some must be skipped or deferred (when all
+        of them are, the engine asks to look again at once)."""
+        if capacity <= 0:
+            return 0
+        return capacity + min(self.config.candidate_slack, capacity)
+
+    def needs_attempt_starts(self, campaign: Campaign) -> bool:
+        """Whether rolling caps apply (policy caps or a calling-rule set)."""
+        return bool(campaign.retry_policy.caps) or campaign.rule_set is not None
+
+    @staticmethod
+    def needs_dial_stats(campaign: Campaign) -> bool:
+        """Whether pacing, spacing or a daily cap apply to the campaign."""
+        return (
+            campaign.calls_per_minute is not None
+            or campaign.daily_cap is not None
+            or campaign.min_spacing > timedelta(0)
+        )
 
     # -- dispatch ------------------------------------------------
 
@@ -755,11 +772,11 @@ class _CampaignCursor:
                 else:
                     self.defers.append(Defer(recipient, opens, "outside calling window"))
                 continue
+            if recipient.attempts >= campaign.max_attempts:
+                self.skips.append(Skip(recipient, "max attempts reached"))
+                continue
             starts = self.snapshot.attempt_starts.get(recipient.id, ())
             if starts:
-                if recipient.attempts >= campaign.max_attempts:
-                    self.skips.append(Skip(recipient, "max attempts reached"))
-                    continue
                 earliest = engine.rule_caps_earliest(campaign, recipient, starts, now)
                 if earliest is not None and earliest > now:
                     landed = calendar.next_open(earliest)

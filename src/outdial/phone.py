@@ -30,12 +30,14 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from importlib import resources
 from zoneinfo import ZoneInfo
 
 import attrs
 import phonenumbers
-from phonenumbers import timezone as _pn_timezone
+from phonenumbers import PhoneMetadata, PhoneNumberDesc, PhoneNumberType
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 from outdial.errors import ConfigurationError, InvalidPhoneNumber
 
@@ -48,12 +50,17 @@ __all__ = [
     "us_state_for_number",
 ]
 
-_E164 = phonenumbers.PhoneNumberFormat.E164
 _REGIONS = frozenset(phonenumbers.SUPPORTED_REGIONS)
 _COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+_REGIONS_OF_CODE = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 _parse = phonenumbers.parse
-_is_valid = phonenumbers.is_valid_number
-_format = phonenumbers.format_number
+_nsn = phonenumbers.national_significant_number
+_geographical = phonenumbers.is_number_type_geographical
+_UNKNOWN = PhoneNumberType.UNKNOWN
+_FIXED_LINE = PhoneNumberType.FIXED_LINE
+_FIXED_LINE_OR_MOBILE = PhoneNumberType.FIXED_LINE_OR_MOBILE
+_MOBILE = PhoneNumberType.MOBILE
+_MAX_NSN_LENGTH = 17  # phonenumbers' MAX_LENGTH_FOR_NSN
 
 # Any letter of any script (``\w`` without digits and underscore): one C-level scan.
 _LETTER = re.compile(r"[^\W\d_]")
@@ -89,20 +96,32 @@ def normalize_phone(text: str, default_region: str | None = None) -> str:
     written without a country code; an unknown region is a
     :class:`~outdial.errors.ConfigurationError`.
     """
-    return _format(_valid_number(text, default_region), _E164)
+    return _valid_number(text, default_region)[0]
 
 
 def parse_phone(text: str, default_region: str | None = None) -> PhoneNumberInfo:
-    """Normalize ``text`` and look up its region, time zones and US state in one parse."""
-    number = _valid_number(text, default_region)
-    e164 = _format(number, _E164)
-    region = phonenumbers.region_code_for_number(number)
+    """Normalize ``text`` and look up its region, time zones and US state in one parse.
+
+    The number's type (fixed line, mobile, toll-free...) is worked out once and
+    serves validity, the region and the time zones alike.
+    """
+    e164, country_code, region, kind = _valid_number(text, default_region)
     return PhoneNumberInfo(
         e164=e164,
         region=region if region in _REGIONS else None,
-        time_zones=_usable_zones(_pn_timezone.time_zones_for_number(number)),
+        time_zones=_zones_of(e164, country_code, kind),
         us_state=us_state_for_number(e164) if region == "US" else None,
     )
+
+
+def _e164_and_zones(text: str, default_region: str | None) -> tuple[str, tuple[str, ...]]:
+    """``parse_phone(text, default_region)``'s ``e164`` and ``time_zones``, and nothing else.
+
+    For the CSV import, which needs only these two, at the least cost; raises
+    what :func:`normalize_phone` raises.
+    """
+    e164, country_code, _region, kind = _valid_number(text, default_region)
+    return e164, _zones_of(e164, country_code, kind)
 
 
 @functools.lru_cache(maxsize=16384)
@@ -119,9 +138,11 @@ def time_zones_for_number(e164: str) -> tuple[str, ...]:
         number = _parse(e164, None)
     except phonenumbers.NumberParseException:
         return ()
-    if not _is_valid(number):
+    _region, kind, nsn = _classify(number)
+    if kind == _UNKNOWN:
         return ()
-    return _usable_zones(_pn_timezone.time_zones_for_number(number))
+    country_code = number.country_code or 0
+    return _zones_of(f"+{country_code}{nsn}", country_code, kind)
 
 
 def us_state_for_number(e164: str) -> str | None:
@@ -161,8 +182,12 @@ def mask_phone(e164: str) -> str:
 # -- internals -------------------------------------------------------------------------
 
 
-def _valid_number(text: str, default_region: str | None) -> phonenumbers.PhoneNumber:
-    """Parse and validate; the fast path is phonenumbers' parse + is_valid plus two checks."""
+# (E.164, country code, region as phonenumbers names it, PhoneNumberType)
+_Valid = tuple[str, int, "str | None", int]
+
+
+def _valid_number(text: str, default_region: str | None) -> _Valid:
+    """Parse and validate: phonenumbers' parse, then the number's type, found once."""
     if default_region is not None and default_region not in _REGIONS:
         default_region = _checked_region(default_region)
     if _LETTER.search(text) is not None:
@@ -176,9 +201,12 @@ def _valid_number(text: str, default_region: str | None) -> phonenumbers.PhoneNu
         raise _parse_failure(text, candidate, default_region, exc) from None
     if number.extension:
         raise InvalidPhoneNumber(text, "extensions are not supported")
-    if _is_valid(number):
-        return number
-    return _retry_or_refuse(text, candidate, default_region, number)
+    region, kind, nsn = _classify(number)
+    if kind == _UNKNOWN:
+        number = _retry_or_refuse(text, candidate, default_region, number)
+        region, kind, nsn = _classify(number)
+    country_code = number.country_code or 0
+    return f"+{country_code}{nsn}", country_code, region, kind
 
 
 def _checked_region(region: str) -> str:
@@ -218,7 +246,8 @@ def _retry_or_refuse(
 
     A national parse that fails while the digits start with the region's
     country code is retried as international (``919876543210`` for ``IN``).
-    Otherwise the reason is found from the length check.
+    Otherwise the reason is found from the length check. Returns a valid number
+    or raises.
     """
     if region is not None and not candidate.startswith("+"):
         digits = "".join(ch for ch in candidate if ch.isdigit())
@@ -228,7 +257,7 @@ def _retry_or_refuse(
             except phonenumbers.NumberParseException:
                 pass
             else:
-                if _is_valid(retried) and not retried.extension:
+                if _classify(retried)[1] != _UNKNOWN and not retried.extension:
                     return retried
     country_code = number.country_code or 0
     number_region = phonenumbers.region_code_for_country_code(country_code)
@@ -244,6 +273,190 @@ def _retry_or_refuse(
         result.INVALID_COUNTRY_CODE: "invalid country code",
     }.get(possible, f"not a valid number for region {number_region}")
     raise InvalidPhoneNumber(text, reason)
+
+
+# -- the number's type, region and time zones ------------------------------------------
+#
+# phonenumbers works out a number's type (``_number_type_helper``: up to a dozen
+# pattern matches) once in ``region_code_for_number`` (for country codes shared
+# by several regions), again in ``is_valid_number``, again in ``number_type``
+# and ``time_zones_for_number``, and compiles each pattern through ``re.compile``
+# on every call.  :func:`_classify` gives the same answer as
+# ``(region_code_for_number(n), number_type(n))`` with one pass over the same
+# metadata and patterns compiled once; a number is valid exactly when its type
+# is not ``UNKNOWN``.  tests/test_phone.py pins the equivalence on every region.
+
+_Match = Callable[[str], "re.Match[str] | None"]
+# Per national number length: the general pattern, the special types in the
+# order phonenumbers tries them, fixed line, mobile, and whether fixed line and
+# mobile share one pattern.  Lengths no general pattern allows are absent.
+_TypeTable = dict[
+    int, tuple[_Match, tuple[tuple[int, _Match], ...], "_Match | None", "_Match | None", bool]
+]
+# Per region a country code may be: its code, its leading digits (None: decide
+# by the number's type) and its type table.
+_Candidates = tuple[tuple[str, "_Match | None", _TypeTable], ...]
+
+
+def _classify(number: phonenumbers.PhoneNumber) -> tuple[str | None, int, str]:
+    """``(region_code_for_number(n), number_type(n), national_significant_number(n))``."""
+    nsn = _nsn(number)
+    candidates = _candidates(number.country_code or 0)
+    if len(candidates) == 1:
+        region, _, table = candidates[0]
+        return region, _kind(nsn, table), nsn
+    for region, leading, table in candidates:
+        if leading is not None:
+            if leading(nsn) is not None:
+                return region, _kind(nsn, table), nsn
+        else:
+            kind = _kind(nsn, table)
+            if kind != _UNKNOWN:
+                return region, kind, nsn
+    return None, _UNKNOWN, nsn
+
+
+def _kind(nsn: str, table: _TypeTable) -> int:
+    """phonenumbers' ``_number_type_helper(nsn, metadata)`` over a precompiled table."""
+    entry = table.get(len(nsn))
+    if entry is None:
+        return _UNKNOWN
+    general, special, fixed, mobile, same = entry
+    if general(nsn) is None:
+        return _UNKNOWN
+    for kind, match in special:
+        if match(nsn) is not None:
+            return kind
+    if fixed is not None and fixed(nsn) is not None:
+        if same or (mobile is not None and mobile(nsn) is not None):
+            return _FIXED_LINE_OR_MOBILE
+        return _FIXED_LINE
+    if not same and mobile is not None and mobile(nsn) is not None:
+        return _MOBILE
+    return _UNKNOWN
+
+
+@functools.lru_cache(maxsize=512)
+def _candidates(country_code: int) -> _Candidates:
+    """The regions ``region_code_for_number`` tries for ``country_code``, in its order."""
+    regions = _REGIONS_OF_CODE.get(country_code, ())
+    if len(regions) == 1:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, regions[0])
+        return ((regions[0], None, _type_table(metadata)),)
+    out = []
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
+        if metadata is None:
+            continue
+        leading = metadata.leading_digits
+        out.append(
+            (region, None if leading is None else re.compile(leading).match, _type_table(metadata))
+        )
+    return tuple(out)
+
+
+def _type_table(metadata: PhoneMetadata | None) -> _TypeTable:
+    if metadata is None or metadata.general_desc is None:
+        return {}
+    special_descs = (
+        (PhoneNumberType.PREMIUM_RATE, metadata.premium_rate),
+        (PhoneNumberType.TOLL_FREE, metadata.toll_free),
+        (PhoneNumberType.SHARED_COST, metadata.shared_cost),
+        (PhoneNumberType.VOIP, metadata.voip),
+        (PhoneNumberType.PERSONAL_NUMBER, metadata.personal_number),
+        (PhoneNumberType.PAGER, metadata.pager),
+        (PhoneNumberType.UAN, metadata.uan),
+        (PhoneNumberType.VOICEMAIL, metadata.voicemail),
+    )
+    general_desc = metadata.general_desc
+    lengths = set(general_desc.possible_length)
+    if not lengths:  # no lengths listed: every length may match the pattern
+        lengths = set(range(1, _MAX_NSN_LENGTH + 1))
+    table: _TypeTable = {}
+    for length in sorted(lengths):
+        general = _matcher(general_desc, length)
+        if general is None:
+            continue
+        special = tuple(
+            (kind, match)
+            for kind, desc in special_descs
+            if (match := _matcher(desc, length)) is not None
+        )
+        table[length] = (
+            general,
+            special,
+            _matcher(metadata.fixed_line, length),
+            _matcher(metadata.mobile, length),
+            metadata.same_mobile_and_fixed_line_pattern,
+        )
+    return table
+
+
+def _matcher(desc: PhoneNumberDesc | None, length: int) -> _Match | None:
+    """``desc``'s full-match test for national numbers of ``length`` digits, as
+    phonenumbers' ``_is_number_matching_desc``; ``None`` when it cannot match."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    if desc.possible_length and length not in desc.possible_length:
+        return None
+    return _compiled(desc.national_number_pattern)
+
+
+@functools.cache
+def _compiled(pattern: str) -> _Match:
+    return re.compile(pattern).fullmatch
+
+
+def _zones_of(e164: str, country_code: int, kind: int) -> tuple[str, ...]:
+    """phonenumbers' ``time_zones_for_number`` for a valid number of type ``kind``,
+    without the zones zoneinfo cannot load."""
+    if _geographical(kind, country_code):
+        return _zones_by_prefix(e164)
+    return _country_zones(country_code)
+
+
+def _zones_by_prefix(e164: str) -> tuple[str, ...]:
+    """The zones of the longest prefix of ``e164``'s digits in phonenumbers' table.
+
+    phonenumbers tries every prefix from ``TIMEZONE_LONGEST_PREFIX`` digits down;
+    walking up from one digit and stopping as soon as no key of the table begins
+    with the prefix gives the same answer in a few look-ups.
+    """
+    walk = _zone_walk()
+    found = None
+    for size in range(2, min(TIMEZONE_LONGEST_PREFIX, len(e164) - 1) + 2):
+        prefix = e164[1:size]
+        is_key = walk.get(prefix)
+        if is_key is None:
+            break
+        if is_key:
+            found = prefix
+    if found is None:
+        return ()
+    return _usable_zones(TIMEZONE_DATA[found])
+
+
+@functools.cache
+def _zone_walk() -> dict[str, bool]:
+    """Every prefix of a key of phonenumbers' time zone table -> whether it is a key."""
+    walk: dict[str, bool] = {}
+    for key in TIMEZONE_DATA:
+        for size in range(1, len(key)):
+            walk.setdefault(key[:size], False)
+        walk[key] = True
+    return walk
+
+
+@functools.lru_cache(maxsize=1024)
+def _country_zones(country_code: int) -> tuple[str, ...]:
+    """phonenumbers' zones for a non-geographic number of ``country_code`` (its
+    ``_country_level_time_zones_for_number``, which looks at the code's digits)."""
+    code = str(country_code)
+    for size in range(TIMEZONE_LONGEST_PREFIX, 0, -1):
+        zones = TIMEZONE_DATA.get(code[: 1 + size])
+        if zones is not None:
+            return _usable_zones(zones)
+    return ()
 
 
 @functools.lru_cache(maxsize=1024)

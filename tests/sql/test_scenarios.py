@@ -107,9 +107,10 @@ class Scenario:
         )
 
 
-def _ids() -> Callable[[], str]:
+def _ids(prefix: str) -> Callable[[], str]:
+    """Deterministic ids (two runs may share one database: ``prefix`` tells them apart)."""
     counter = iter(range(10**9))
-    return lambda: f"id{next(counter)}"
+    return lambda: f"{prefix}{next(counter)}"
 
 
 def test_campaign_runs_to_completion_within_business_hours(make_repo: RepoFactory) -> None:
@@ -134,11 +135,11 @@ def _run(repo: Repository, *, use_async: bool) -> tuple[object, ...]:
             clock=s.clock,
             events=s.bus,
             rng=random.Random(5),
-            new_id=_ids(),
+            new_id=_ids("async-"),
         )
         asyncio.run(dialer.run_until_idle())
     else:
-        s.dialer(new_id=_ids()).run_until_idle()
+        s.dialer(new_id=_ids("sync-")).run_until_idle()
     campaign = s.check()
     return campaign.status, campaign.counters, s.clock.now()
 
@@ -151,7 +152,10 @@ def test_async_and_sync_dialers_end_where_the_in_memory_run_ends(make_repo: Repo
 
 def test_duplicate_late_and_reordered_events_are_applied_once(make_repo: RepoFactory) -> None:
     s = Scenario(
-        make_repo(), 40, hours=None, profile=SimulationProfile(duplicate_rate=0.5, reorder_rate=0.5)
+        make_repo(),
+        40,
+        hours=None,
+        profile=SimulationProfile(duplicate_rate=0.5, reorder_rate=0.5, progress_events=True),
     )
     s.dialer().run_until_idle()
     c = s.check()

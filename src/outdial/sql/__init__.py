@@ -66,6 +66,8 @@ __all__ = [
 
 _EXAMPLES = "sqlite:///path/to/campaigns.db or postgresql+psycopg://user:password@host:5432/dbname"
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
+#: execution option of the connections that only read (SQLite: no write lock)
+_READ_ONLY = "outdial_read_only"
 #: advisory lock key held while migrations run on PostgreSQL (b"outm")
 _MIGRATION_LOCK_KEY = 0x6F75746D
 
@@ -174,8 +176,12 @@ def _sqlite_engine(url: sa.URL, shown: str, *, create: bool) -> sa.Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         # Take the write lock at once: a transaction never fails half-way with
-        # SQLITE_BUSY when it first writes, and claims are serialised.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # SQLITE_BUSY when it first writes, and claims are serialised. Only the
+        # checks made while connecting read without it.
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -221,6 +227,13 @@ def _connection(engine: sa.Engine, shown: str) -> Iterator[sa.Connection]:
         yield conn
 
 
+@contextmanager
+def _reading(engine: sa.Engine, shown: str) -> Iterator[sa.Connection]:
+    """A connection for checks that only read (on SQLite they need no write lock)."""
+    with _connection(engine, shown) as conn:
+        yield conn.execution_options(**{_READ_ONLY: True})
+
+
 # -- migrations ----------------------------------------------------------------------------------
 
 
@@ -250,7 +263,7 @@ def current_revision(url: str | sa.URL) -> str | None:
     engine = create_engine(url)
     shown = shown_url(url)
     try:
-        with _connection(engine, shown) as conn:
+        with _reading(engine, shown) as conn:
             try:
                 return _revision_of(conn)
             except sa.exc.DBAPIError as exc:
@@ -302,7 +315,7 @@ def connect(url: str | sa.URL, *, create: bool = False) -> SqlRepository:
         if create:
             _upgrade(engine, "head", shown)
         expected = head_revision()
-        with _connection(engine, shown) as conn:
+        with _reading(engine, shown) as conn:
             try:
                 current = _revision_of(conn)
             except sa.exc.DBAPIError as exc:
