@@ -264,6 +264,166 @@ def test_every_zone_returned_loads_in_zoneinfo(number: phonenumbers.PhoneNumber)
         ZoneInfo(zone)
 
 
+# -- outdial's one type check agrees with phonenumbers ---------------------------------------
+#
+# outdial.phone works out a number's type once, from phonenumbers' metadata, where
+# is_valid_number, region_code_for_number and time_zones_for_number each work it out
+# again, and finds time zones by walking up the prefix table. These tests compare it
+# with those public functions over every region's example numbers and variations of
+# them, valid and not, so a phonenumbers upgrade that changes the rules fails here.
+
+
+def _sweep_numbers() -> list[phonenumbers.PhoneNumber]:
+    """Every region's example number of every type, non-geographic examples, a sweep
+    of NANP area codes, and for each example: one digit less, one more, and three
+    with random digits behind a kept prefix (many of them invalid)."""
+    kinds = [k for k in range(PhoneNumberType.VOICEMAIL + 1) if k != PhoneNumberType.UNKNOWN]
+    examples = [
+        example
+        for region in sorted(phonenumbers.SUPPORTED_REGIONS)
+        for kind in kinds
+        if (example := phonenumbers.example_number_for_type(region, kind)) is not None
+    ]
+    examples += [
+        example
+        for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+        if (example := phonenumbers.example_number_for_non_geo_entity(code)) is not None
+    ]
+    rng = random.Random(5)
+    texts = [f"+1{area}2345678" for area in range(200, 1000)]
+    for example in examples:
+        nsn = phonenumbers.national_significant_number(example)
+        variants = [nsn, nsn[:-1], nsn + "1"]
+        for _ in range(3):
+            keep = rng.randint(1, max(1, len(nsn) - 1))
+            variants.append(nsn[:keep] + "".join(rng.choice("0123456789") for _ in nsn[keep:]))
+        texts += [f"+{example.country_code}{v}" for v in variants if v]
+    numbers = []
+    for text in dict.fromkeys(texts):
+        try:
+            numbers.append(phonenumbers.parse(text, None))
+        except phonenumbers.NumberParseException:
+            continue
+    return numbers
+
+
+SWEEP = _sweep_numbers()
+VALID_SWEEP = [n for n in SWEEP if phonenumbers.is_valid_number(n)]
+
+
+def test_the_sweep_covers_every_number_type_valid_and_invalid() -> None:
+    kinds = {phonenumbers.number_type(n) for n in SWEEP}
+    assert kinds >= {
+        PhoneNumberType.FIXED_LINE,
+        PhoneNumberType.MOBILE,
+        PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        PhoneNumberType.TOLL_FREE,
+        PhoneNumberType.PREMIUM_RATE,
+        PhoneNumberType.SHARED_COST,
+        PhoneNumberType.VOIP,
+        PhoneNumberType.PERSONAL_NUMBER,
+        PhoneNumberType.PAGER,
+        PhoneNumberType.UAN,
+        PhoneNumberType.VOICEMAIL,
+        PhoneNumberType.UNKNOWN,
+    }
+    assert len(VALID_SWEEP) > 3000
+    assert len(SWEEP) - len(VALID_SWEEP) > 2000
+    # every country code, and every region but the few whose examples another
+    # region of the same code claims first (EH's go to MA, MF's to GP)
+    assert {n.country_code for n in VALID_SWEEP} == set(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    regions = {phonenumbers.region_code_for_number(n) for n in VALID_SWEEP}
+    assert len(set(phonenumbers.SUPPORTED_REGIONS) - regions) <= 5
+
+
+def test_one_type_check_gives_phonenumbers_region_type_and_validity() -> None:
+    wrong = []
+    for number in SWEEP:
+        region, kind, nsn = _classify(number)
+        expected = (
+            phonenumbers.region_code_for_number(number),
+            phonenumbers.number_type(number),
+            phonenumbers.national_significant_number(number),
+        )
+        valid = phonenumbers.is_valid_number(number)
+        if (region, kind, nsn) != expected or (kind != PhoneNumberType.UNKNOWN) != valid:
+            wrong.append((number, (region, kind, nsn), expected, valid))
+    assert wrong == []
+
+
+def _loadable_zones(zones: tuple[str, ...]) -> tuple[str, ...]:
+    kept = []
+    for zone in zones:
+        try:
+            ZoneInfo(zone)
+        except (KeyError, ValueError, OSError):
+            continue
+        kept.append(zone)
+    return tuple(kept)
+
+
+def test_parse_phone_agrees_with_phonenumbers_on_every_valid_number() -> None:
+    wrong = []
+    for number in VALID_SWEEP:
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        region = phonenumbers.region_code_for_number(number)
+        expected = PhoneNumberInfo(
+            e164=e164,
+            region=region if region in phonenumbers.SUPPORTED_REGIONS else None,
+            time_zones=_loadable_zones(pn_timezone.time_zones_for_number(number)),
+            us_state=us_state_for_number(e164) if region == "US" else None,
+        )
+        info = parse_phone(e164)
+        short = _e164_and_zones(e164, None)
+        if info != expected or short != (e164, expected.time_zones):
+            wrong.append((e164, info, short, expected))
+    assert wrong == []
+
+
+def test_prefix_walk_finds_phonenumbers_zones_for_every_table_key() -> None:
+    wrong = []
+    for key in TIMEZONE_DATA:
+        # one more digit of each kind, then a few: the walk must stop at the right key
+        for digits in [key + "5", key + "55555555", *(key + tail + "5" for tail in "0123456789")]:
+            rest = digits[1:]  # never all zeros: it ends in 5
+            zeros = len(rest) - len(rest.lstrip("0"))
+            number = phonenumbers.PhoneNumber(
+                country_code=int(digits[0]),
+                national_number=int(rest),
+                italian_leading_zero=zeros > 0 or None,
+                number_of_leading_zeros=zeros if zeros > 1 else None,
+            )
+            e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            assert e164 == "+" + digits
+            expected = _loadable_zones(pn_timezone.time_zones_for_geographical_number(number))
+            if _zones_by_prefix(e164) != expected:
+                wrong.append((digits, _zones_by_prefix(e164), expected))
+    assert wrong == []
+
+
+@pytest.mark.parametrize(
+    ("text", "region"),
+    [
+        ("(305) 372-5000", "US"),
+        ("09876543210", "IN"),
+        ("+44 7911 123456", None),
+        ("+800 1234 5678", None),
+    ],
+)
+def test_e164_and_zones_is_parse_phone_in_short(text: str, region: str | None) -> None:
+    info = parse_phone(text, region)
+    assert _e164_and_zones(text, region) == (info.e164, info.time_zones)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"), [("123", "too short"), ("n/a", "contains letters"), ("", "empty")]
+)
+def test_e164_and_zones_refuses_what_normalize_phone_refuses(text: str, reason: str) -> None:
+    with pytest.raises(InvalidPhoneNumber) as info:
+        _e164_and_zones(text, "US")
+    assert info.value.reason == reason
+
+
 # -- US states -------------------------------------------------------------------------------
 
 

@@ -28,7 +28,9 @@ from outdial.testing import InMemoryRepository
 
 UTC = timezone.utc
 START = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
-AGENT = AgentSettings(provider="vapi", external_agent_id="asst_1", phone_number="+12125550100")
+AGENT = AgentSettings(
+    provider="vapi", external_agent_id="asst_1", phone_number="+12125550100", phone_number_id="pn_1"
+)
 
 
 @pytest.fixture
@@ -105,11 +107,19 @@ def test_agent_without_external_id_or_number_is_refused(service: CampaignService
         service.create(
             "w1",
             name="x",
-            agent=AgentSettings(provider="vapi"),
+            agent=AgentSettings(provider="inspra"),  # an app-defined provider: the seeds rule
             recipients=[{"phone_number": "+12125550101"}],
         )
     fields = {p.field for p in info.value.problems}
     assert fields == {"agent.external_agent_id", "agent.phone_number"}
+
+
+def test_agent_is_checked_again_at_start(service: CampaignService) -> None:
+    cid = ready_campaign(service)
+    service.update("w1", cid, agent=AgentSettings(provider="vapi", external_agent_id="asst_1"))
+    with pytest.raises(CampaignValidationError) as info:
+        service.start("w1", cid)
+    assert {p.field for p in info.value.problems} == {"agent.phone_number_id"}
 
 
 def test_placeholders_filled_by_imported_columns_pass_finalize(service: CampaignService) -> None:

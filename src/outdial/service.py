@@ -84,7 +84,6 @@ EDITABLE_FIELDS = frozenset(
 )
 
 UNTITLED = "Untitled Campaign"
-_LOCAL_PROVIDERS = frozenset({"simulated", "fake"})
 
 
 @attrs.frozen
@@ -149,18 +148,11 @@ class CampaignDetails:
 
 
 def default_agent_problems(agent: AgentSettings) -> list[Problem]:
-    """The seeds' agent checks: a provider, an external agent id and a phone number."""
-    problems: list[Problem] = []
-    if not agent.provider:
-        problems.append(Problem("agent.provider", "no agent/provider selected"))
-        return problems
-    if agent.provider in _LOCAL_PROVIDERS:
-        return problems
-    if not agent.external_agent_id:
-        problems.append(Problem("agent.external_agent_id", "agent is not synced to the provider"))
-    if not agent.phone_number and not agent.phone_number_id:
-        problems.append(Problem("agent.phone_number", "agent has no phone number assigned"))
-    return problems
+    """The seeds' agent checks, per provider: a provider, the provider's agent id and a
+    caller id (see :func:`outdial.providers.validate_agent`)."""
+    from outdial.providers.registry import validate_agent
+
+    return validate_agent(agent)
 
 
 class CampaignService:

@@ -153,7 +153,8 @@ def _check_shared_campaign(
     assert campaign.counters.attempts == len(rows)
     assert sum(r.attempts for r in recipients) <= len(rows)
     # the workers really shared the campaign
-    assert len({row.worker_id for row in rows}) >= min(workers, 3)
+    if repo.postgres:  # SQLite: a second process may simply wait its turn
+        assert len({row.worker_id for row in rows}) >= min(workers, 3)
     return rows
 
 
