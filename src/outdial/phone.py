@@ -322,7 +322,7 @@ def _kind(nsn: str, table: _TypeTable) -> int:
     if entry is None:
         return _UNKNOWN
     general, special, fixed, mobile, same = entry
-    if False:
+    if general(nsn) is None:
         return _UNKNOWN
     for kind, match in special:
         if match(nsn) is not None:

@@ -10,7 +10,8 @@ scheme, to the callback URL the adapter gave it, or to any URL.
 
 Faults are scripted with :meth:`LoopbackServer.inject`: a :class:`Reply` with a
 status (429 + ``Retry-After``, 5xx...), a ``delay`` longer than the client's
-timeout, or ``drop=True`` to close the connection without answering.
+timeout, or ``drop=True`` to close the connection without answering;
+``through=True`` delays or drops the fake's own answer, after it created the call.
 
 These fixtures are meant to be reused by the whole-campaign scenario tests:
 ``FakeTwilio(...).emit(fake.status_callback(sid, "completed"))`` posts a signed
@@ -86,13 +87,19 @@ class Recorded:
 @attrs.frozen
 class Reply:
     """An answer: status, JSON-able body (or raw bytes), headers; ``delay``
-    seconds before answering; ``drop`` closes the connection without one."""
+    seconds before answering; ``drop`` closes the connection without one.
+
+    ``through=True`` lets the fake's own app handle the request (so a call is
+    really created) and only applies ``delay`` / ``drop`` to its answer: the
+    provider placed the call but the client never heard back.
+    """
 
     status: int = 200
     body: Any = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
     delay: float = 0.0
     drop: bool = False
+    through: bool = False
 
 
 def refused_url() -> str:
@@ -205,11 +212,16 @@ class LoopbackServer:
         with self._lock:
             self.requests.append(recorded)
         try:
-            return self._injected.get_nowait()
+            injected = self._injected.get_nowait()
         except queue.Empty:
-            pass
+            injected = None
+        if injected is not None and not injected.through:
+            return injected
         with self._lock:
-            return self.app(recorded)
+            reply = self.app(recorded)
+        if injected is not None:
+            reply = attrs.evolve(reply, delay=injected.delay, drop=injected.drop)
+        return reply
 
     def app(self, request: Recorded) -> Reply:
         return Reply(200, {"ok": True})

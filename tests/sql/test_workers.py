@@ -93,6 +93,8 @@ def _join(processes: Sequence[multiprocessing.process.BaseProcess], budget: floa
             process.kill()
             process.join()
     assert not alive, f"workers still running after {budget:.0f} s: {alive}"
+    failed = {p.name: p.exitcode for p in processes if p.exitcode != 0}
+    assert not failed, f"workers failed: {failed}"
 
 
 def _attempt_rows(url: str, campaign_id: str) -> list[sa.Row[tuple[object, ...]]]:
@@ -103,7 +105,7 @@ def _attempt_rows(url: str, campaign_id: str) -> list[sa.Row[tuple[object, ...]]
                 conn.execute(
                     sa.text(
                         "SELECT id, recipient_id, status, worker_id, claim_token,"
-                        " recorded_at, closed_at FROM outdial_attempts"
+                        " recorded_at, closed_at, error FROM outdial_attempts"
                         " WHERE campaign_id = :cid AND NOT test_call"
                     ),
                     {"cid": campaign_id},
@@ -126,7 +128,10 @@ def _check_shared_campaign(
     """Invariants 1, 2 and 8 from what the database holds; returns the attempt rows."""
     rows = _attempt_rows(url, campaign_id)
     assert rows
-    assert all(row.closed_at is not None for row in rows), "an attempt was left in flight"
+    left = [row for row in rows if row.closed_at is not None] and [
+        row for row in rows if row.closed_at is None
+    ]
+    assert not left, f"attempts left in flight: {left}"
     spans = [(_instant(row.recorded_at), _instant(row.closed_at)) for row in rows]
     horizon = max(end for _, end in spans)
     # 2. in-flight calls never exceeded the concurrency limit, at any instant
@@ -191,6 +196,64 @@ def test_two_processes_on_one_sqlite_file_neither_corrupt_nor_double_dial(
     _shared_campaign(sqlite_url, tmp_path, SQLITE_RECIPIENTS, workers=2)
 
 
+def _unfinished_by_worker(url: str, campaign_id: str) -> tuple[int, dict[str, list[str]]]:
+    """(attempts ended so far, worker -> ids of its attempts in flight)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            ended = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM outdial_attempts WHERE campaign_id = :cid"
+                    " AND status = 'ended'"
+                ),
+                {"cid": campaign_id},
+            ).scalar_one()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT worker_id, id FROM outdial_attempts WHERE status <> 'ended'"
+                    " AND campaign_id = :cid"
+                ),
+                {"cid": campaign_id},
+            ).all()
+    finally:
+        engine.dispose()
+    found: dict[str, list[str]] = defaultdict(list)
+    for worker, attempt_id in rows:
+        found[str(worker)].append(str(attempt_id))
+    return int(ended), found
+
+
+def _kill_one_mid_call(
+    url: str,
+    campaign_id: str,
+    processes: Sequence[multiprocessing.process.BaseProcess],
+    after: int,
+) -> tuple[multiprocessing.process.BaseProcess, list[str]]:
+    """Once ``after`` attempts have ended, SIGKILL a worker that has calls in flight.
+
+    The worker is frozen (SIGSTOP) before its attempts are read, so what it had in
+    flight cannot change between the look and the kill; a worker found with
+    nothing in flight is let go (SIGCONT) and another chance is taken.
+    """
+    by_name = {p.name: p for p in processes}
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ended, busy = _unfinished_by_worker(url, campaign_id)
+        candidates = [w for w in busy if w in by_name] if ended >= after else []
+        if not candidates:
+            time.sleep(0.01)
+            continue
+        victim = by_name[max(candidates, key=lambda w: len(busy[w]))]
+        os.kill(victim.pid or 0, signal.SIGSTOP)
+        _, frozen = _unfinished_by_worker(url, campaign_id)
+        if frozen.get(victim.name):
+            os.kill(victim.pid or 0, signal.SIGKILL)
+            victim.join()
+            return victim, frozen[victim.name]
+        os.kill(victim.pid or 0, signal.SIGCONT)
+    raise AssertionError("no worker was ever caught with calls in flight")
+
+
 def _crash(url: str, tmp_path: Path, recipients: int) -> None:
     repo = connect(url)
     try:
@@ -198,26 +261,10 @@ def _crash(url: str, tmp_path: Path, recipients: int) -> None:
         ledger = tmp_path / "ledger.db"
         Ledger.create(str(ledger)).close()
         processes = _start(url, ledger, campaign_id, 4, budget=170, dial_confirm_timeout=0.5)
-        victim = processes[0]
-        # Wait until the victim is mid-campaign with calls in flight, then kill it.
-        in_flight: list[str] = []
-        deadline = time.time() + 60
-        while time.time() < deadline and not in_flight:
-            rows = _attempt_rows(url, campaign_id)
-            done = sum(row.closed_at is not None for row in rows)
-            mine = [str(r.id) for r in rows if r.worker_id == victim.name and r.closed_at is None]
-            if done > recipients // 5 and len(mine) >= 2:
-                os.kill(victim.pid or 0, signal.SIGKILL)
-                victim.join()
-                rows = _attempt_rows(url, campaign_id)
-                in_flight = [
-                    str(r.id) for r in rows if r.worker_id == victim.name and r.closed_at is None
-                ]
-            else:
-                time.sleep(0.01)
-        assert in_flight, "the victim never had calls in flight"
+        victim, in_flight = _kill_one_mid_call(url, campaign_id, processes, recipients // 5)
         assert victim.exitcode == -signal.SIGKILL
-        _join(processes[1:], budget=180)
+        survivors = [p for p in processes if p is not victim]
+        _join(survivors, budget=180)
 
         rows = _check_shared_campaign(repo, url, campaign_id, 4)
         by_id = {str(row.id): row for row in rows}
@@ -228,9 +275,8 @@ def _crash(url: str, tmp_path: Path, recipients: int) -> None:
             assert row.closed_at is not None
         assert victim.name in repo.dead_workers(SystemClock().now(), timedelta(seconds=1))
         assert set(repo.last_heartbeats()) == {victim.name}  # the others left cleanly
-        # No number was dialled twice at once: ledger calls per phone never overlap
-        # an attempt of the same recipient still in flight (checked above), and
-        # every call the provider accepted belongs to a recorded attempt.
+        # Every call the provider accepted belongs to a recorded attempt (claims are
+        # committed before dialling), and no recipient had two attempts in flight.
         ledger_calls = Ledger(str(ledger)).calls()
         assert {a for a, *_ in ledger_calls} <= set(by_id)
     finally:

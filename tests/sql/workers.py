@@ -88,7 +88,11 @@ class Ledger:
 
 class LedgerProvider:
     """A :class:`SimulatedProvider` that writes each call to the shared ledger before
-    placing it, and answers ``fetch_call`` for calls other workers placed."""
+    placing it, and answers ``fetch_call`` for calls other workers placed.
+
+    Every worker's simulator numbers its calls from 1, so call ids are qualified
+    with the worker's name, as a real provider's ids are unique across its API.
+    """
 
     name = "simulated"
 
@@ -96,18 +100,32 @@ class LedgerProvider:
         self.inner = inner
         self.ledger = ledger
         self.worker = worker
+        self._prefix = f"{worker}/"
+
+    def _ours(self, external_call_id: str | None) -> str | None:
+        if external_call_id is None or not external_call_id.startswith(self._prefix):
+            return None
+        return external_call_id[len(self._prefix) :]
+
+    def _qualified(self, event: CallEvent) -> CallEvent:
+        if event.external_call_id is None:
+            return event
+        return attrs.evolve(event, external_call_id=self._prefix + event.external_call_id)
 
     def place_call(self, request: DialRequest) -> PlacedCall:
         self.ledger.placed(request.attempt_id, request.to, self.worker, time.time())
-        return self.inner.place_call(request)
+        placed = self.inner.place_call(request)
+        return attrs.evolve(placed, external_call_id=self._prefix + placed.external_call_id)
 
     def cancel_call(self, external_call_id: str) -> None:
-        self.inner.cancel_call(external_call_id)
+        self.inner.cancel_call(self._ours(external_call_id) or external_call_id)
 
     def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
-        view = self.inner.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
+        view = self.inner.fetch_call(
+            attempt_id=attempt_id, external_call_id=self._ours(external_call_id)
+        )
         if view is not None:
-            return view
+            return self._qualified(view)
         found = self.ledger.lookup(attempt_id)
         if found is None:
             return None  # the provider never had this call
@@ -130,7 +148,7 @@ class LedgerProvider:
         return self.inner.next_event_at()
 
     def due_events(self, now: datetime) -> list[CallEvent]:
-        return self.inner.due_events(now)
+        return [self._qualified(event) for event in self.inner.due_events(now)]
 
 
 @attrs.frozen
