@@ -429,6 +429,25 @@ def test_recipients_get_ids_time_zones_created_at_and_their_campaign() -> None:
     assert ny.status is RecipientStatus.PENDING
 
 
+def test_default_ids_are_32_hex_digits_unique_within_and_across_imports() -> None:
+    data = csv_text("phone", NY, SF, CHI, MUMBAI).encode()
+    imports = []
+    for _ in range(2):
+        store = FakeStore()
+        import_recipients_csv(
+            data, campaign_id="c1", workspace_id="w1", now=NOW, add_batch=store.add_batch
+        )
+        imports.append([r.id for r in store.recipients])
+    ids = [i for ids in imports for i in ids]
+    assert len(set(ids)) == 8
+    assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids)
+    # one random prefix per import, then the recipient's place in it
+    first, second = imports
+    assert {i[:24] for i in first} != {i[:24] for i in second}
+    assert len({i[:24] for i in first}) == 1
+    assert [int(i[24:], 16) for i in first] == [0, 1, 2, 3]
+
+
 def test_indian_numbers_in_the_seed_forms_normalise_with_default_region_in() -> None:
     data = csv_text(
         "mobile,name", "9876543210,A", "09876543210,B", "919876543210,C", "+91 98765-43210,D"

@@ -411,3 +411,11 @@ def test_engine_is_a_pure_function_of_its_inputs() -> None:
     snap = Snapshot((shot(campaign(), [recipient(i) for i in range(8)]),))
     assert Engine().plan(NOW, snap) == Engine().plan(NOW, snap)
     assert attrs.has(type(Engine().plan(NOW, snap)))
+
+
+def test_dial_error_after_a_faster_webhook_changes_nothing() -> None:
+    done = attempt(status=AttemptStatus.ENDED, outcome=CallOutcome.ANSWERED)
+    completed = recipient(1, status=RecipientStatus.COMPLETED, attempts=1)
+    err = ProviderUnavailable("late 503", placed=False)
+    d = Engine().on_dial_error(NOW, campaign(), done, completed, err, [])
+    assert d.effect is Effect.DUPLICATE and d.recipient is None and d.attempt is None

@@ -279,3 +279,17 @@ def test_unknown_fields_are_refused(service: CampaignService) -> None:
     cid = ready_campaign(service)
     with pytest.raises(ValueError, match="cannot be set"):
         service.update("w1", cid, status="active")
+
+
+def test_rule_set_needing_holidays_is_refused_without_the_extra(
+    service: CampaignService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "holidays" else real(name, *a)
+    )
+    with pytest.raises(CampaignValidationError) as info:
+        ready_campaign(service, rule_set="us")
+    assert any("outdial[holidays]" in p.message for p in info.value.problems)

@@ -969,9 +969,7 @@ def _store(
         inserted += count
         batch.clear()
 
-    _leak = []
     for k, (_row, cells, _error) in enumerate(records):
-        _leak.append(k * 1000003)
         if k >= len(numbers):
             raise CsvImportError("the file changed while it was being imported")
         number = numbers[k]

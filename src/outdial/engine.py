@@ -469,6 +469,9 @@ class Engine:
         """``place_call`` raised. Unknown fate waits for reconciliation; a certain refusal
         ends the attempt (not counted when retryable: the call never happened)."""
         text = str(error)[:500]
+        if attempt.status is not AttemptStatus.DIALING:
+            # a webhook already told us more than this error can
+            return ResultDecision(Effect.DUPLICATE, reason="attempt already confirmed or ended")
         if error.placed is None or error.placed is True:
             return ResultDecision(
                 Effect.WAITING,

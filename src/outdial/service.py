@@ -9,6 +9,7 @@ recipients, test call, apply a provider event, stats.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -313,11 +314,21 @@ class CampaignService:
             problems.append(Problem("expires_at", "expires before it starts"))
         if campaign.rule_set is not None:
             try:
-                get_rule_set(campaign.rule_set)
+                rules = get_rule_set(campaign.rule_set)
             except NotFound:
                 problems.append(
                     Problem("rule_set", f"unknown calling-rule set {campaign.rule_set!r}")
                 )
+            else:
+                needs_holidays = any(r.no_public_holidays for r in rules.rules)
+                if needs_holidays and importlib.util.find_spec("holidays") is None:
+                    problems.append(
+                        Problem(
+                            "rule_set",
+                            f"{campaign.rule_set!r} closes public holidays: "
+                            "pip install 'outdial[holidays]'",
+                        )
+                    )
         known = (
             set(STANDARD_FIELDS) | set(campaign.prompt_variables) | set(campaign.csv_column_headers)
         )
@@ -355,6 +366,9 @@ class CampaignService:
         values = dict(changes)
         if isinstance(values.get("business_hours"), Mapping):
             values["business_hours"] = BusinessHours.from_dict(values["business_hours"])
+        hours = values.get("business_hours")
+        if isinstance(hours, BusinessHours) and "timezone" not in values:
+            values["timezone"] = hours.timezone  # the daily cap counts days in the same zone
         if isinstance(values.get("retry_policy"), Mapping):
             values["retry_policy"] = RetryPolicy.from_dict(values["retry_policy"])
         if isinstance(values.get("agent"), Mapping):
