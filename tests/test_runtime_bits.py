@@ -126,7 +126,7 @@ def test_templates_find_and_fill_placeholders() -> None:
     assert placeholders("Hi {first_name}, {{literal}} {due_date}") == {"first_name", "due_date"}
     assert render("Hi {first_name}!", {"first_name": "Ada"}) == "Hi Ada!"
     assert render("Hi {missing}", {}) == "Hi "
-    with pytest.raises(ConfigurationError, match="agent.prompt_template"):
+    with pytest.raises(ConfigurationError, match=r"agent\.prompt_template"):
         placeholders("Hi {first_name", "agent.prompt_template")
     with pytest.raises(ConfigurationError):
         placeholders("{user.name}")
