@@ -149,7 +149,8 @@ class AsyncDialer(_Base):
                     nxt = self._next_reconcile if nxt is None else min(nxt, self._next_reconcile)
                 if self._stop_requested():
                     break
-                await self._sleep_until(nxt)
+                idle_until = self.clock.now() + self.max_idle
+                await self._sleep_until(idle_until if nxt is None else min(nxt, idle_until))
         finally:
             self.log.info("dialer_stopped")
 

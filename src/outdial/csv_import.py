@@ -650,7 +650,7 @@ def _priority(text: str) -> int | None:
 
 
 def _blank(cells: list[str]) -> bool:
-    return not any(map(str.strip, cells))
+    return not "".join(cells).strip()
 
 
 def _check_region(region: str | None) -> None:
@@ -851,7 +851,7 @@ class _Numbers:
         """The next record imports ``number``, unless an earlier one did: then ``False``."""
         records, index = self.records, self._index
         mask = len(index) - 1
-        i = ((number * _GOLDEN) & _WORD) >> (64 - self._bits)  # _slot(number, bits), inline
+        i = _slot(number, self._bits)
         while held := index[i]:
             if records[held - 1] == number:
                 records.append(0)
@@ -879,11 +879,7 @@ class _Numbers:
 
 def _slot(number: int, bits: int) -> int:
     """Fibonacci hashing: the top ``bits`` bits of number * 2**64 / golden ratio."""
-    return ((number * _GOLDEN) & _WORD) >> (64 - bits)
-
-
-_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio
-_WORD = 0xFFFFFFFFFFFFFFFF
+    return ((number * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> (64 - bits)
 
 
 @attrs.define
@@ -986,7 +982,7 @@ def _store(
 
     values, append = layout.values, batch.append
     # ``numbers`` first: zip stops there without taking a record too many.
-    for number, zone, (_row, cells, _error) in zip(numbers, zones, records):
+    for number, zone, (_row, cells, _error) in zip(numbers, zones, records, strict=False):
         if not number:
             continue
         first, last, email, company, variables, priority = values(cells)

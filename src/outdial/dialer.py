@@ -76,6 +76,7 @@ class _Base:
         worker_id: str | None = None,
         new_id: Callable[[], str] | None = None,
         reconcile_interval: timedelta = timedelta(seconds=60),
+        max_idle: timedelta = timedelta(seconds=2),
         logger: Any = None,
     ) -> None:
         self.repository = repository
@@ -90,6 +91,11 @@ class _Base:
         else:
             self._provider = provider
         self.reconcile_interval = reconcile_interval
+        #: In the long-running mode, the longest the dialer sleeps without looking: changes
+        #: made by other processes (webhooks applied by a web server, other workers) that
+        #: could not wake it are picked up within this delay. Wakes within the process
+        #: (``submit``, ``wake``, a call ending) are immediate.
+        self.max_idle = max_idle
         self.log = logger or structlog.get_logger("outdial.dialer").bind(worker=self.core.worker_id)
         self.calls_placed = 0
         self.events_applied = 0
@@ -335,7 +341,9 @@ class Dialer(_Base):
                 nxt = self.clock.now() + timedelta(seconds=1)
             if self._next_reconcile is not None:
                 nxt = self._next_reconcile if nxt is None else min(nxt, self._next_reconcile)
-            timeout = None if nxt is None else max(0.0, (nxt - self.clock.now()).total_seconds())
+            timeout = self.max_idle.total_seconds()
+            if nxt is not None:
+                timeout = min(timeout, max(0.0, (nxt - self.clock.now()).total_seconds()))
             with self._cond:
                 if self._stop_requested():
                     break

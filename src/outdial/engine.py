@@ -364,8 +364,6 @@ class Engine:
                 continue
             if c.status is not CampaignStatus.ACTIVE:
                 continue
-            if cs.next_due_at is not None:
-                wakes.append(max(cs.next_due_at, now))
             capacity, cap_wake = self.campaign_capacity(
                 c, inflight.by_campaign.get(c.id, 0), cs.dial_stats, now
             )
@@ -373,6 +371,10 @@ class Engine:
                 wakes.append(cap_wake)
             if capacity > 0 and cs.candidates:
                 active.append(_CampaignCursor(self, cs, capacity, now))
+            elif capacity > 0 and cs.next_due_at is not None:
+                wakes.append(max(cs.next_due_at, now))
+            # A campaign with no free slot needs no wake for its next due recipient: the
+            # call that ends first frees a slot and the runner looks again then.
 
         dials: list[Dial] = []
         # Fair allocation: workspaces least recently served first, round-robin; inside a
@@ -414,6 +416,9 @@ class Engine:
         for cur in active:
             skips.extend(cur.skips)
             defers.extend(cur.defers)
+            due = cur.snapshot.next_due_at
+            if cur.capacity > 0 and due is not None:
+                wakes.append(max(due, now))
             if cur.exhausted and cur.snapshot.candidates_truncated and cur.capacity > 0:
                 wakes.append(now)  # more due recipients may be waiting behind these
             wakes.extend(d.until for d in cur.defers)
