@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import bench_calendar  # noqa: E402
-import bench_phone  # noqa: E402
-import bench_retry  # noqa: E402
+import bench_calendar
+import bench_phone
+import bench_retry
 
 
 def run() -> list[tuple[str, str]]:

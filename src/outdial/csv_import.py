@@ -57,7 +57,6 @@ import contextlib
 import csv
 import io
 import itertools
-import operator
 import os
 import re
 import tempfile
@@ -65,7 +64,7 @@ import uuid
 from array import array
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from operator import attrgetter, itemgetter
+from operator import add, attrgetter, itemgetter
 from types import MappingProxyType
 from typing import IO, Any, TextIO, Union
 
@@ -973,7 +972,7 @@ def _store(
         counts += [
             sum(map(bool, map(itemgetter(key), map(variables_of, batch)))) for key in custom_keys
         ]
-        filled[:] = map(operator.add, filled, counts)
+        filled[:] = map(add, filled, counts)
         count = add_batch(batch)
         if not 0 <= count <= len(batch):
             raise ValueError(f"add_batch returned {count!r} for a batch of {len(batch)}")

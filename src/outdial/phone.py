@@ -293,24 +293,24 @@ _Match = Callable[[str], "re.Match[str] | None"]
 _TypeTable = dict[
     int, tuple[_Match, tuple[tuple[int, _Match], ...], "_Match | None", "_Match | None", bool]
 ]
-# Per region a country code may be: its code, its leading digits (None: decide
-# by the number's type) and its type table.
-_Candidates = tuple[tuple[str, "_Match | None", _TypeTable], ...]
 
 
 def _classify(number: phonenumbers.PhoneNumber) -> tuple[str | None, int, str]:
     """``(region_code_for_number(n), number_type(n), national_significant_number(n))``."""
     nsn = _nsn(number)
-    candidates = _candidates(number.country_code or 0)
-    if len(candidates) == 1:
-        region, _, table = candidates[0]
-        return region, _kind(nsn, table), nsn
-    for region, leading, table in candidates:
+    country_code = number.country_code or 0
+    regions = _REGIONS_OF_CODE.get(country_code, ())
+    if len(regions) == 1:
+        return regions[0], _kind(nsn, _table(country_code, regions[0])), nsn
+    for region in regions:  # as region_code_for_number, for a code several regions share
+        known, leading = _leading_digits(region)
+        if not known:
+            continue
         if leading is not None:
             if leading(nsn) is not None:
-                return region, _kind(nsn, table), nsn
+                return region, _kind(nsn, _table(country_code, region)), nsn
         else:
-            kind = _kind(nsn, table)
+            kind = _kind(nsn, _table(country_code, region))
             if kind != _UNKNOWN:
                 return region, kind, nsn
     return None, _UNKNOWN, nsn
@@ -336,23 +336,22 @@ def _kind(nsn: str, table: _TypeTable) -> int:
     return _UNKNOWN
 
 
-@functools.lru_cache(maxsize=512)
-def _candidates(country_code: int) -> _Candidates:
-    """The regions ``region_code_for_number`` tries for ``country_code``, in its order."""
-    regions = _REGIONS_OF_CODE.get(country_code, ())
-    if len(regions) == 1:
-        metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, regions[0])
-        return ((regions[0], None, _type_table(metadata)),)
-    out = []
-    for region in regions:
-        metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
-        if metadata is None:
-            continue
-        leading = metadata.leading_digits
-        out.append(
-            (region, None if leading is None else re.compile(leading).match, _type_table(metadata))
-        )
-    return tuple(out)
+@functools.lru_cache(maxsize=1024)
+def _leading_digits(region: str) -> tuple[bool, _Match | None]:
+    """Whether phonenumbers has metadata for ``region``, and its leading digits test."""
+    metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
+    if metadata is None:
+        return False, None
+    leading = metadata.leading_digits
+    return True, None if leading is None else re.compile(leading).match
+
+
+@functools.lru_cache(maxsize=1024)
+def _table(country_code: int, region: str) -> _TypeTable:
+    """The type table of ``region`` (``"001"``: the non-geographic ``country_code``)."""
+    return _type_table(
+        PhoneMetadata.metadata_for_region_or_calling_code(country_code, region.upper())
+    )
 
 
 def _type_table(metadata: PhoneMetadata | None) -> _TypeTable:

@@ -175,6 +175,7 @@ class CampaignService:
         self.repository = repository
         self.clock: Clock = clock or SystemClock()
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
+        self._custom_ids = new_id is not None
         self.core = DialerCore(repository, engine, events=events, new_id=self.new_id)
         self.providers = providers
         self.agent_problems = agent_problems
@@ -608,7 +609,7 @@ class CampaignService:
                 existing_count=campaign.counters.total,
                 limit=campaign.max_recipients,
                 default_region=default_region or campaign.default_region,
-                new_id=self.new_id,
+                new_id=self.new_id if self._custom_ids else None,
                 batch_size=batch_size,
             )
             self._note_columns(uow, uow.get_campaign(campaign.id), report.custom_columns)

@@ -194,7 +194,7 @@ def run_worker(spec: WorkerSpec) -> None:
         rng=random.Random(spec.seed),
         reconcile_interval=timedelta(milliseconds=300),
     )
-    step = timedelta(milliseconds=20)
+    step = timedelta(milliseconds=50)
     next_check = 0.0
     with Heartbeat(repo, spec.worker_id, interval=timedelta(milliseconds=200)):
         while time.time() < spec.deadline:

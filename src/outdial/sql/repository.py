@@ -212,7 +212,10 @@ def _recipient_values(r: Recipient) -> dict[str, Any]:
 
 
 def _recipient_from_row(row: Any) -> Recipient:
-    m = row._mapping
+    return _recipient_from(row._mapping)
+
+
+def _recipient_from(m: Mapping[str, Any]) -> Recipient:
     outcome = m["outcome"]
     return Recipient(
         id=m["id"],
@@ -269,7 +272,10 @@ _ATTEMPT_READ = [c for c in ATTEMPTS.c if c.name not in ("recorded_at", "closed_
 
 
 def _attempt_from_row(row: Any) -> Attempt:
-    m = row._mapping
+    return _attempt_from(row._mapping)
+
+
+def _attempt_from(m: Mapping[str, Any]) -> Attempt:
     outcome = m["outcome"]
     return Attempt(
         id=m["id"],
@@ -359,9 +365,17 @@ _GET_CAMPAIGN = (
 )
 _CAMPAIGN_EXISTS = sa.select(_C.id).where(_C.id == _P("id"))
 _GET_RECIPIENT = sa.select(RECIPIENTS).where(_R.id == _P("id"))
-_GET_ATTEMPT = sa.select(*_ATTEMPT_READ).where(_A.id == _P("id"))
-_FIND_ATTEMPT = sa.select(*_ATTEMPT_READ).where(
-    _A.provider == _P("provider"), _A.external_call_id == _P("external")
+# An attempt and its recipient in one round trip (the runners read both, in turn).
+_WITH_RECIPIENT = [
+    *_ATTEMPT_READ,
+    *(column.label(f"r_{column.name}") for column in RECIPIENTS.c),
+]
+_ATTEMPT_JOIN = ATTEMPTS.outerjoin(RECIPIENTS, RECIPIENTS.c.id == _A.recipient_id)
+_GET_ATTEMPT = sa.select(*_WITH_RECIPIENT).select_from(_ATTEMPT_JOIN).where(_A.id == _P("id"))
+_FIND_ATTEMPT = (
+    sa.select(*_WITH_RECIPIENT)
+    .select_from(_ATTEMPT_JOIN)
+    .where(_A.provider == _P("provider"), _A.external_call_id == _P("external"))
 )
 _STORED_ATTEMPT = sa.select(
     _A.status,
@@ -431,7 +445,9 @@ _COUNT_STARTS = sa.select(sa.func.count()).select_from(
     .limit(_P("keep"))
     .subquery()
 )
-_PACING = sa.select(_C.calls_per_minute, _C.daily_cap).where(_C.id == _P("cid"))
+_LAST_AND_PACING = sa.select(
+    _LAST_START.scalar_subquery().label("last"), _C.calls_per_minute, _C.daily_cap
+).where(_C.id == _P("cid"))
 #: ``dial_stats`` reads at least this many starts (more when the campaign's own
 #: ``calls_per_minute`` / ``daily_cap`` is larger), so its cost stays flat however
 #: fast calls start; the engine only looks at the newest ``calls_per_minute``
@@ -599,8 +615,8 @@ class _Statements:
         self.claim_ready = _READY
         self.claim_waiting = _WAITING_DUE
         if postgres:  # row locks (SQLite's write lock already covers the whole file)
-            self.get_attempt = _GET_ATTEMPT.with_for_update()
-            self.find_attempt = _FIND_ATTEMPT.with_for_update()
+            self.get_attempt = _GET_ATTEMPT.with_for_update(of=ATTEMPTS)
+            self.find_attempt = _FIND_ATTEMPT.with_for_update(of=ATTEMPTS)
             self.stored_attempt = _STORED_ATTEMPT.with_for_update()
             self.claim_ready = _READY.with_for_update(skip_locked=True)
             self.claim_waiting = _WAITING_DUE.with_for_update(skip_locked=True)
@@ -676,6 +692,10 @@ class SqlUnitOfWork:
         self._q = _STATEMENTS[self._pg]
         # attempts read with a lock (or written) in this transaction: id -> stored values
         self._held: dict[str, dict[str, Any]] = {}
+        # what this transaction already read: campaign id -> (stored counters, value)
+        # and recipient id -> value (re-reading them would cost a round trip each)
+        self._seen_campaigns: dict[str, tuple[Mapping[str, Any], Campaign]] = {}
+        self._seen_recipients: dict[str, Recipient] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -712,6 +732,10 @@ class SqlUnitOfWork:
             params["d_answered_seconds"] = float(moves.get("answered_seconds", 0.0))
             params["c_id"] = campaign_id
             conn.execute(_MOVE_COUNTERS, params)
+            seen = self._seen_campaigns.get(campaign_id)
+            if seen is not None:  # the moves are in the stored row now
+                stored = {n: int(seen[0].get(n) or 0) + int(moves.get(n, 0)) for n in seen[0]}
+                self._seen_campaigns[campaign_id] = (stored, seen[1])
         self._moves.clear()
 
     def _counters(self, campaign_id: str, row: Any) -> CampaignCounters:
@@ -726,19 +750,21 @@ class SqlUnitOfWork:
         """
         campaign_id = row[0]
         self._known.add(campaign_id)
-        counters = self._counters(campaign_id, row._mapping)
+        stored = {name: row._mapping[name] for name in _CAMPAIGN_COUNTERS}
+        counters = self._counters(campaign_id, stored)
         columns = tuple(row[:_CAMPAIGN_COLUMNS])
         cache = self._repo._campaigns
         cached = cache.get(campaign_id)
         if cached is not None and cached[0] == columns:
             campaign = cached[1]
-            if campaign.counters == counters:
-                return campaign
-            return attrs.evolve(campaign, counters=counters)
-        campaign = _campaign_from_row(row, counters)
-        if len(cache) >= _CAMPAIGN_CACHE_SIZE:
-            cache.clear()
-        cache[campaign_id] = (columns, campaign)
+            if campaign.counters != counters:
+                campaign = attrs.evolve(campaign, counters=counters)
+        else:
+            campaign = _campaign_from_row(row, counters)
+            if len(cache) >= _CAMPAIGN_CACHE_SIZE:
+                cache.clear()
+            cache[campaign_id] = (columns, campaign)
+        self._seen_campaigns[campaign_id] = (stored, campaign)
         return campaign
 
     # -- campaigns ------------------------------------------------------------------------------
@@ -766,11 +792,32 @@ class SqlUnitOfWork:
             },
         )
         self._known.add(campaign.id)
+        zero = dict.fromkeys(_CAMPAIGN_COUNTERS, 0)
+        self._seen_campaigns[campaign.id] = (
+            zero,
+            attrs.evolve(campaign, counters=CampaignCounters()),
+        )
 
     def get_campaign(self, campaign_id: str, workspace_id: str | None = None) -> Campaign:
         """The campaign with current counters (deleted ones too); ``NotFound`` if it does
-        not exist or belongs to another workspace than ``workspace_id``."""
-        row = self._c().execute(_GET_CAMPAIGN, {"id": campaign_id}).first()
+        not exist or belongs to another workspace than ``workspace_id``.
+
+        A campaign this transaction already read (or wrote) is not read again: its
+        counters are the stored ones plus this transaction's moves.
+        """
+        self._c()
+        seen = self._seen_campaigns.get(campaign_id)
+        if seen is not None:
+            stored, campaign = seen
+            if workspace_id is not None and campaign.workspace_id != workspace_id:
+                raise NotFound("campaign", campaign_id)
+            counters = self._counters(campaign_id, stored)
+            return (
+                campaign
+                if campaign.counters == counters
+                else attrs.evolve(campaign, counters=counters)
+            )
+        row = self._conn.execute(_GET_CAMPAIGN, {"id": campaign_id}).first()
         if row is None or (workspace_id is not None and row.workspace_id != workspace_id):
             raise NotFound("campaign", campaign_id)
         return self._campaign(row)
@@ -792,9 +839,16 @@ class SqlUnitOfWork:
                 f"campaign {campaign.id!r} was changed since it was read "
                 f"(version {campaign.version}, stored version {state.version})"
             )
-        row = conn.execute(_COUNTERS_ROW, {"cid": campaign.id}).first()
-        counters = self._counters(campaign.id, None if row is None else row._mapping)
-        return attrs.evolve(campaign, counters=counters, version=campaign.version + 1)
+        seen = self._seen_campaigns.get(campaign.id)
+        if seen is not None:
+            stored: Mapping[str, Any] = seen[0]
+        else:
+            row = conn.execute(_COUNTERS_ROW, {"cid": campaign.id}).first()
+            stored = {} if row is None else dict(row._mapping)
+        counters = self._counters(campaign.id, stored)
+        saved = attrs.evolve(campaign, counters=counters, version=campaign.version + 1)
+        self._seen_campaigns[campaign.id] = (stored, saved)
+        return saved
 
     def _campaign_query(self) -> sa.Select[Any]:
         return sa.select(*_CAMPAIGN_READ).select_from(
@@ -993,7 +1047,11 @@ class SqlUnitOfWork:
 
     def get_recipient(self, recipient_id: str) -> Recipient:
         """The stored recipient; ``NotFound("recipient", id)`` if there is none."""
-        row = self._c().execute(_GET_RECIPIENT, {"id": recipient_id}).first()
+        self._c()
+        seen = self._seen_recipients.get(recipient_id)
+        if seen is not None:
+            return seen
+        row = self._conn.execute(_GET_RECIPIENT, {"id": recipient_id}).first()
         if row is None:
             raise NotFound("recipient", recipient_id)
         return _recipient_from_row(row)
@@ -1044,6 +1102,7 @@ class SqlUnitOfWork:
                 f"recipient {recipient.id!r} is {state.status}, not {old_status} as the "
                 "caller read it (or it changed since)"
             )
+        self._seen_recipients.pop(recipient.id, None)
         new_status = params["status"]
         new_outcome = params["outcome"]
         cid = recipient.campaign_id
@@ -1150,6 +1209,7 @@ class SqlUnitOfWork:
             for (outcome,) in conn.execute(update):
                 by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
         skipped = sum(by_outcome.values())
+        self._seen_recipients.clear()
         if skipped:
             self._moves.add(campaign_id, pending=-skipped, skipped=skipped)
             for outcome, n in by_outcome.items():
@@ -1237,9 +1297,14 @@ class SqlUnitOfWork:
         )
 
     def _hold(self, row: Any) -> Attempt:
-        """The attempt of a locked row, remembered so that saving it needs no re-read."""
-        attempt = _attempt_from_row(row)
-        self._held[attempt.id] = dict(row._mapping)
+        """The attempt of a locked ``_WITH_RECIPIENT`` row, remembered so that saving it
+        needs no re-read; its recipient is kept for the ``get_recipient`` that follows."""
+        m = row._mapping
+        attempt = _attempt_from(m)
+        self._held[attempt.id] = {column.name: m[column.name] for column in _ATTEMPT_READ}
+        if m["r_id"] is not None:
+            recipient = _recipient_from({c.name: m[f"r_{c.name}"] for c in RECIPIENTS.c})
+            self._seen_recipients[recipient.id] = recipient
         return attempt
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
@@ -1343,12 +1408,12 @@ class SqlUnitOfWork:
         conn = self._c()
         now = to_utc(now, "now")
         day_start = to_utc(day_start, "day_start")
-        last: datetime | None = conn.execute(_LAST_START, {"cid": campaign_id, "now": now}).scalar()
-        if last is None:
+        pacing = conn.execute(_LAST_AND_PACING, {"cid": campaign_id, "now": now}).first()
+        last: datetime | None = None if pacing is None else pacing.last
+        if pacing is None or last is None:
             return DialStats()
-        pacing = conn.execute(_PACING, {"cid": campaign_id}).first()
-        per_minute = 0 if pacing is None else int(pacing.calls_per_minute or 0)
-        cap = 0 if pacing is None else int(pacing.daily_cap or 0)
+        per_minute = int(pacing.calls_per_minute or 0)
+        cap = int(pacing.daily_cap or 0)
         minute: tuple[datetime, ...] = ()
         if last > now - _MINUTE:
             newest = conn.execute(
@@ -1495,6 +1560,8 @@ class SqlRepository:
             outer._moves.clear()
             outer._known = known
             outer._held.clear()
+            outer._seen_campaigns.clear()
+            outer._seen_recipients.clear()
             raise
         savepoint.commit()
 
