@@ -80,6 +80,6 @@ def benchmarks(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The README's first command: install ``.[sql]`` and run the demo."""
-    session.install("-e", ".[sql]")
+    """The README's first command: install ``.[sql,holidays]`` and run the demo."""
+    session.install("-e", ".[sql,holidays]")
     session.run("python", "-m", "outdial", "demo", *session.posargs)
