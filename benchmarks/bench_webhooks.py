@@ -186,7 +186,7 @@ class Timer:
         self.cpu = time.process_time() - self._cpu
 
 
-def _statements(engine: Any, apply: Callable[[], None]) -> list[tuple[str, Any]]:
+def _statements(engine: Any, apply: Callable[[], object]) -> list[tuple[str, Any]]:
     """The SQL statements (and parameters) ``apply`` sends."""
     seen: list[tuple[str, Any]] = []
 

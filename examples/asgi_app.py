@@ -43,13 +43,12 @@ thread pool so the event loop never waits on the database.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import structlog
 from starlette.applications import Starlette
@@ -70,7 +69,7 @@ from outdial.errors import (
     WebhookPayloadError,
     WebhookVerificationError,
 )
-from outdial.events import CampaignStatusChanged, DomainEvent
+from outdial.events import CampaignStatusChanged
 from outdial.ports import CallProvider, Clock, Repository, SystemClock, WebhookRequest
 from outdial.providers import (
     ElevenLabsWebhook,
@@ -319,13 +318,8 @@ class OutdialApp:
         The subscription is registered before the current state is read, so no
         event falls between the two.
         """
-        subscription = cast(
-            AsyncGenerator[DomainEvent, None],
-            self.bus.subscribe(campaign_id=campaign_id, workspace_id=workspace),
-        )
-        pending = asyncio.ensure_future(anext(subscription))
+        subscription = self.bus.subscribe(campaign_id=campaign_id, workspace_id=workspace)
         try:
-            await asyncio.sleep(0)  # the subscription's first step registers it
             details = await run_in_threadpool(self.service.get, workspace, campaign_id)
             campaign = details.campaign
             yield _sse(
@@ -339,16 +333,12 @@ class OutdialApp:
             )
             if campaign.status.final:
                 return
-            event: DomainEvent = await pending
-            while True:
+            async for event in subscription:
                 yield _sse(event.kind, unstructure(event))
                 if isinstance(event, CampaignStatusChanged) and event.new.final:
                     return
-                event = await anext(subscription)
         finally:
-            pending.cancel()
-            await asyncio.wait([pending])
-            await subscription.aclose()
+            subscription.close()
 
     # -- webhooks -----------------------------------------------------------------------------
 

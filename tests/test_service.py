@@ -293,3 +293,23 @@ def test_rule_set_needing_holidays_is_refused_without_the_extra(
     with pytest.raises(CampaignValidationError) as info:
         ready_campaign(service, rule_set="us")
     assert any("outdial[holidays]" in p.message for p in info.value.problems)
+
+
+def test_create_with_a_bad_recipient_row_stores_nothing(service: CampaignService) -> None:
+    with pytest.raises(CampaignValidationError) as info:
+        service.create(
+            "w1",
+            name="x",
+            agent=AGENT,
+            recipients=[{"phone_number": "+12125550101"}, {"phone_number": "12"}],
+        )
+    assert [p.field for p in info.value.problems] == ["recipients[1].phone_number"]
+    assert service.list_campaigns("w1").total == 0
+
+
+def test_save_draft_with_a_bad_row_keeps_the_draft_as_it_was(service: CampaignService) -> None:
+    draft = service.create_draft("w1").campaign
+    with pytest.raises(CampaignValidationError):
+        service.save_draft("w1", draft.id, name="New", recipients=[{"phone_number": "bad"}])
+    again = service.get("w1", draft.id).campaign
+    assert again.name == draft.name and again.counters.total == 0

@@ -203,10 +203,9 @@ class AsyncDialer(_Base):
         return n, freed
 
     async def _place(self, claim: Claim) -> None:
-        provider = self.provider_for(claim.provider)
         async with self._placing:
             try:
-                placed = await provider.place_call(claim.request)
+                placed = await self.provider_for(claim.provider).place_call(claim.request)
             except ProviderError as exc:
                 await self._dial_failed(claim, exc)
                 return
@@ -251,9 +250,9 @@ class AsyncDialer(_Base):
     async def _reconcile_one(
         self, now: datetime, attempt_id: str, provider_name: str | None, external: str | None
     ) -> None:
-        provider = self.provider_for(provider_name)
         view: CallEvent | ProviderError | None
         try:
+            provider = self.provider_for(provider_name)
             view = await provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
         except ProviderError as exc:
             view = exc

@@ -113,13 +113,17 @@ class _Base:
         return self.core.worker_id
 
     def provider_for(self, name: str | None) -> Any:
+        """The provider for a campaign's ``agent.provider``: the one provider given, or
+        the mapping's entry of that exact name (never another provider's)."""
         if self._providers is None:
             return self._provider
         if name is not None and name in self._providers:
             return self._providers[name]
-        if len(self._providers) == 1:
-            return next(iter(self._providers.values()))
-        raise ProviderError(f"no provider configured for {name!r}", provider=name or "")
+        raise ProviderError(
+            f"no provider configured for {name!r} (configured: {', '.join(self._providers)})",
+            provider=name or "",
+            placed=False,
+        )
 
     def _event_sources(self) -> list[EventSource]:
         if self._sources is None:
@@ -372,9 +376,8 @@ class Dialer(_Base):
             list(self._pool.map(self._place, claims))
 
     def _place(self, claim: Claim) -> None:
-        provider = self.provider_for(claim.provider)
         try:
-            placed = provider.place_call(claim.request)
+            placed = self.provider_for(claim.provider).place_call(claim.request)
         except ProviderError as exc:
             self._dial_failed(claim, exc)
             return
@@ -424,9 +427,9 @@ class Dialer(_Base):
     def _reconcile_one(
         self, now: datetime, attempt_id: str, provider_name: str | None, external: str | None
     ) -> None:
-        provider = self.provider_for(provider_name)
         view: CallEvent | ProviderError | None
         try:
+            provider = self.provider_for(provider_name)
             view = provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
         except ProviderError as exc:
             view = exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "ProgressUpdated",
     "RecipientSkipped",
     "RetryScheduled",
+    "Subscription",
 ]
 
 
@@ -123,7 +124,7 @@ class EventBus:
 
     def __init__(self, *, keep: int = 10_000) -> None:
         self._callbacks: list[Callable[[DomainEvent], None]] = []
-        self._subscribers: list[_Subscriber] = []
+        self._subscribers: list[Subscription] = []
         self._lock = threading.Lock()
         self.history: deque[DomainEvent] = deque(maxlen=keep)
 
@@ -149,22 +150,25 @@ class EventBus:
 
         return off
 
-    async def subscribe(
+    def subscribe(
         self,
         *,
         campaign_id: str | None = None,
         workspace_id: str | None = None,
         buffer: int = 1000,
-    ) -> AsyncIterator[DomainEvent]:
-        """Yield events as they happen (optionally for one campaign or workspace)."""
-        sub = _Subscriber(asyncio.get_running_loop(), buffer, campaign_id, workspace_id)
+    ) -> Subscription:
+        """An async iterator of events as they happen (optionally for one campaign or
+        workspace). It is registered at once, so nothing emitted after this call is
+        missed; ``close()`` it (or use ``async with``) when done. Call it from the
+        event loop that will consume it."""
+        sub = Subscription(self, asyncio.get_running_loop(), buffer, campaign_id, workspace_id)
         with self._lock:
             self._subscribers.append(sub)
-        try:
-            while True:
-                yield await sub.get()
-        finally:
-            with self._lock:
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subscribers:
                 self._subscribers.remove(sub)
 
     @property
@@ -172,20 +176,25 @@ class EventBus:
         return sum(s.dropped for s in self._subscribers)
 
 
-class _Subscriber:
+class Subscription:
+    """What :meth:`EventBus.subscribe` returns: ``async for event in subscription``."""
+
     def __init__(
         self,
+        bus: EventBus,
         loop: asyncio.AbstractEventLoop,
         size: int,
         campaign_id: str | None,
         workspace_id: str | None,
     ) -> None:
+        self._bus = bus
         self.loop = loop
         self.buffer: deque[Any] = deque(maxlen=size)
         self.ready = asyncio.Event()
         self.campaign_id = campaign_id
         self.workspace_id = workspace_id
         self.dropped = 0
+        self.closed = False
 
     def push(self, event: DomainEvent) -> None:
         if self.campaign_id is not None and event.campaign_id != self.campaign_id:
@@ -201,12 +210,29 @@ class _Subscriber:
             running = None
         if running is self.loop:
             self.ready.set()
-        else:
+        elif not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.ready.set)
 
-    async def get(self) -> DomainEvent:
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> DomainEvent:
         while not self.buffer:
+            if self.closed:
+                raise StopAsyncIteration
             self.ready.clear()
             await self.ready.wait()
         event: DomainEvent = self.buffer.popleft()
         return event
+
+    def close(self) -> None:
+        """Stop receiving; a consumer waiting in ``async for`` ends."""
+        self.closed = True
+        self._bus._remove(self)
+        self.ready.set()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

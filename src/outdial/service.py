@@ -243,7 +243,9 @@ class CampaignService:
                 raise InvalidTransition(campaign.status, "save draft of")
             stored = self._update(uow, campaign, changes)
             if recipients is not None:
-                self._add_inputs(uow, stored, recipients)
+                summary = self._add_inputs(uow, stored, recipients)
+                if summary.problems:  # nothing of this save is stored
+                    raise CampaignValidationError(summary.problems)
                 stored = uow.get_campaign(campaign_id)
         return stored
 
@@ -269,7 +271,9 @@ class CampaignService:
             )
             uow.add_campaign(campaign)
             stored = self._update(uow, campaign, fields)
-            self._add_inputs(uow, stored, recipients)
+            summary = self._add_inputs(uow, stored, recipients)
+            if summary.problems:  # nothing is stored: the transaction rolls back
+                raise CampaignValidationError(summary.problems)
             if finalize:
                 stored = self._finalize(uow, uow.get_campaign(stored.id), now)
         return stored

@@ -5,6 +5,8 @@ and the calls-per-second limit."""
 
 from __future__ import annotations
 
+import time
+
 import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
@@ -127,6 +129,9 @@ def test_a_read_timeout_after_sending_leaves_placement_unknown(
     assert isinstance(error, ProviderUnavailable)
     assert error.placed is None
     assert error.code == "ReadTimeout"
+    deadline = time.monotonic() + 5  # the server thread records the request on its own time
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(server.requests) == 1  # the provider did receive it
 
 

@@ -18,6 +18,7 @@ no answer three times), so the end state is known exactly.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -276,7 +277,6 @@ class ProviderSide:
 
     def __init__(
         self,
-        kit: Kit,
         servers: dict[str, LoopbackServer],
         *,
         service: CampaignService,
@@ -286,7 +286,6 @@ class ProviderSide:
         scripts: dict[str, tuple[str, ...]],
         via_service: bool = False,
     ) -> None:
-        self.kit = kit
         self.servers = servers  # provider name -> server (two with a fallback)
         self.service = service
         self.repo = repo
@@ -301,7 +300,7 @@ class ProviderSide:
         self.max_live = 0
         self.seen = Counter[str]()
         self.placed_per_number = Counter[str]()
-        self._orders = iter(range(10**9))
+        self._orders = itertools.count()
         self._finals = 0
         self._progressed = 0
 
@@ -318,7 +317,7 @@ class ProviderSide:
                 assert number not in self.live, f"{number} dialled while a call to it is live"
                 self.placed_per_number[number] += 1
                 outcome = self.scripts[number][self.placed_per_number[number] - 1]
-                call = self.calls[call_id] = Call(call_id, number, now, outcome, late=False)
+                call = self.calls[call_id] = Call(call_id, number, now, outcome)
                 self.kit_of[call_id] = kit
                 self.live[number] = call_id
                 self.max_live = max(self.max_live, len(self.live))
@@ -528,7 +527,6 @@ def test_campaign_through_the_adapter_applies_each_webhook_once(kit: Kit) -> Non
         w = world(kit, repo)
         dialer = Dialer(repo, adapter, clock=w.clock, events=w.bus, rng=random.Random(1))
         side = ProviderSide(
-            kit,
             {kit.name: server},
             service=w.service,
             repo=repo,
@@ -553,7 +551,6 @@ def test_async_dialer_with_the_async_adapter_on_sqlite(name: str, tmp_path: Any)
             w = world(kit, repo)
             dialer = AsyncDialer(repo, adapter, clock=w.clock, events=w.bus, rng=random.Random(1))
             side = ProviderSide(
-                kit,
                 {kit.name: server},
                 service=w.service,
                 repo=repo,
@@ -606,7 +603,6 @@ def fallback_world(
         ),
     )
     side = ProviderSide(
-        KIT["vapi"],
         {"vapi": vapi, "twilio": twilio},
         service=w.service,
         repo=repo,

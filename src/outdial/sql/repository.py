@@ -145,12 +145,10 @@ def _campaign_values(c: Campaign) -> dict[str, Any]:
 
 
 _CAMPAIGN_READ = [*CAMPAIGNS.c, *(COUNTERS.c[name] for name in _CAMPAIGN_COUNTERS)]
-_CAMPAIGN_COLUMNS = len(CAMPAIGNS.c)
 _CAMPAIGN_CACHE_SIZE = 1_024
 
 
-def _campaign_from_row(row: Any, counters: CampaignCounters) -> Campaign:
-    m = row._mapping
+def _campaign_from(m: Mapping[str, Any], counters: CampaignCounters) -> Campaign:
     hours = m["business_hours"]
     return Campaign(
         id=m["id"],
@@ -369,8 +367,13 @@ _GET_RECIPIENT = sa.select(RECIPIENTS).where(_R.id == _P("id"))
 _WITH_RECIPIENT = [
     *_ATTEMPT_READ,
     *(column.label(f"r_{column.name}") for column in RECIPIENTS.c),
+    *(column.label(f"c_{column.name}") for column in _CAMPAIGN_READ),
 ]
-_ATTEMPT_JOIN = ATTEMPTS.outerjoin(RECIPIENTS, RECIPIENTS.c.id == _A.recipient_id)
+_ATTEMPT_JOIN = (
+    ATTEMPTS.outerjoin(RECIPIENTS, RECIPIENTS.c.id == _A.recipient_id)
+    .outerjoin(CAMPAIGNS, CAMPAIGNS.c.id == _A.campaign_id)
+    .outerjoin(COUNTERS, COUNTERS.c.campaign_id == _A.campaign_id)
+)
 _GET_ATTEMPT = sa.select(*_WITH_RECIPIENT).select_from(_ATTEMPT_JOIN).where(_A.id == _P("id"))
 _FIND_ATTEMPT = (
     sa.select(*_WITH_RECIPIENT)
@@ -742,17 +745,20 @@ class SqlUnitOfWork:
         return _counters_from(row, self._moves.counters.get(campaign_id))
 
     def _campaign(self, row: Any) -> Campaign:
+        return self._campaign_from(row._mapping)
+
+    def _campaign_from(self, m: Mapping[str, Any]) -> Campaign:
         """The campaign of a ``_CAMPAIGN_READ`` row with its current counters.
 
         Decoding the settings (business hours, retry policy...) costs more than
         the query, so the repository keeps the last decoded value per campaign and
         reuses it while the stored columns are exactly the same.
         """
-        campaign_id = row[0]
+        campaign_id = m["id"]
         self._known.add(campaign_id)
-        stored = {name: row._mapping[name] for name in _CAMPAIGN_COUNTERS}
+        stored = {name: m[name] for name in _CAMPAIGN_COUNTERS}
         counters = self._counters(campaign_id, stored)
-        columns = tuple(row[:_CAMPAIGN_COLUMNS])
+        columns = tuple(m[column.name] for column in CAMPAIGNS.c)
         cache = self._repo._campaigns
         cached = cache.get(campaign_id)
         if cached is not None and cached[0] == columns:
@@ -760,7 +766,7 @@ class SqlUnitOfWork:
             if campaign.counters != counters:
                 campaign = attrs.evolve(campaign, counters=counters)
         else:
-            campaign = _campaign_from_row(row, counters)
+            campaign = _campaign_from(m, counters)
             if len(cache) >= _CAMPAIGN_CACHE_SIZE:
                 cache.clear()
             cache[campaign_id] = (columns, campaign)
@@ -1305,6 +1311,8 @@ class SqlUnitOfWork:
         if m["r_id"] is not None:
             recipient = _recipient_from({c.name: m[f"r_{c.name}"] for c in RECIPIENTS.c})
             self._seen_recipients[recipient.id] = recipient
+        if m["c_id"] is not None and m["c_id"] not in self._seen_campaigns:
+            self._campaign_from({c.name: m[f"c_{c.name}"] for c in _CAMPAIGN_READ})
         return attempt
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
@@ -1328,7 +1336,8 @@ class SqlUnitOfWork:
         Fencing: ``StaleClaim`` when the stored ``claim_token`` is greater than
         ``attempt.claim_token`` (a newer claim owns the attempt); an equal token is
         the owner writing. ``NotFound`` if it does not exist; ``RepositoryError``
-        if its provider call id belongs to another attempt.
+        if its provider call id belongs to another attempt (a unique index decides:
+        on PostgreSQL the transaction is then aborted and must be left).
         """
         conn = self._c()
         stored = self._held.get(attempt.id)
@@ -1342,13 +1351,6 @@ class SqlUnitOfWork:
         to_utc(attempt.created_at, "attempt.created_at")
         if not attempt.test_call and attempt.campaign_id != stored["campaign_id"]:
             self._require_campaign(attempt.campaign_id)
-        if (attempt.provider, attempt.external_call_id) != (
-            stored["provider"],
-            stored["external_call_id"],
-        ):
-            taken = self._external_owner(attempt)
-            if taken is not None:
-                raise RepositoryError(taken)
         params = _attempt_values(attempt)
         if all(name in stored for name in _ATTEMPT_UPDATE_COLUMNS):
             columns = tuple(n for n in _ATTEMPT_UPDATE_COLUMNS if params[n] != stored[n])
@@ -1358,7 +1360,15 @@ class SqlUnitOfWork:
             columns = _ATTEMPT_UPDATE_COLUMNS
         params["a_id"] = attempt.id
         params["stamp"] = self._stamp()
-        conn.execute(self._q.update_attempt(columns), params)
+        try:
+            conn.execute(self._q.update_attempt(columns), params)
+        except sa.exc.IntegrityError as exc:
+            # The unique index on (provider, external_call_id) refused it (no read
+            # beforehand: this is the write every placed call makes). On PostgreSQL
+            # the transaction cannot go on after this.
+            raise RepositoryError(
+                self._external_owner(attempt) or f"attempt {attempt.id!r}: {_first_line(exc)}"
+            ) from exc
         self._attempt_moves(stored, -1)
         self._attempt_moves(params, +1)
         self._held[attempt.id] = params
