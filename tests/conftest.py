@@ -16,7 +16,6 @@ import structlog
 
 from support.postgres import PostgresUnavailable, throwaway_postgres
 
-
 # Library logs are rendered and dropped in tests (structlog.testing.capture_logs still
 # sees them): thousands of expected warnings would otherwise bury pytest's output.
 structlog.configure(logger_factory=structlog.ReturnLoggerFactory())

@@ -5,9 +5,8 @@ and the calls-per-second limit."""
 
 from __future__ import annotations
 
-import time
-
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
