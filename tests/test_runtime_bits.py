@@ -172,3 +172,21 @@ def test_cli_simulate(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["simulate", "--recipients", "60", "--concurrency", "5"]) == 0
     assert "recipients 60" in capsys.readouterr().out
+
+
+def test_cli_db_commands_on_sqlite_and_clear_errors(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    from outdial.cli import main
+
+    url = f"sqlite:///{Path(str(tmp_path)) / 'x.sqlite'}"
+    assert main(["db", "upgrade", url]) == 0
+    assert "is at schema" in capsys.readouterr().out
+    assert main(["db", "current", url]) == 0
+    assert capsys.readouterr().out.strip() != "none"
+    bad = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    assert main(["db", "upgrade", bad]) == 1
+    err = capsys.readouterr().err
+    assert "outdial db upgrade" in err and "Traceback" not in err

@@ -22,6 +22,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from outdial.errors import OutdialError
+
 __all__ = ["main"]
 
 DEFAULT_DB = "sqlite:///outdial-demo.sqlite"
@@ -200,15 +202,29 @@ def db_cmd(argv: Sequence[str], *, out: TextIO | None = None) -> int:
     except ImportError:
         print("the sql extra is needed: pip install 'outdial[sql]'", file=sys.stderr)
         return 2
-    if args.action == "upgrade":
-        sql.upgrade(args.url)
-        print(f"{args.url} is at schema {sql.current_revision(args.url)}", file=out or sys.stdout)
-    else:
-        print(sql.current_revision(args.url) or "none", file=out or sys.stdout)
+    try:
+        if args.action == "upgrade":
+            sql.upgrade(args.url)
+            print(
+                f"{args.url} is at schema {sql.current_revision(args.url)}", file=out or sys.stdout
+            )
+        else:
+            print(sql.current_revision(args.url) or "none", file=out or sys.stdout)
+    except OutdialError as exc:
+        print(f"outdial db {args.action}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except OutdialError as exc:  # a clear message, not a traceback
+        print(f"outdial: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"demo": demo, "simulate": simulate_cmd}
     if not argv or argv[0] in ("-h", "--help"):
