@@ -257,7 +257,11 @@ def _import_csv(url: str, path: Path, rows: int) -> float:
     try:
         service = CampaignService(repo, clock=SystemClock())
         campaign = service.create(
-            "bench", name="Import", agent=AgentSettings(provider="simulated"), max_recipients=rows
+            "bench",
+            name="Import",
+            agent=AgentSettings(provider="simulated"),
+            max_recipients=rows,
+            finalize=False,
         )
         started = time.perf_counter()
         with path.open("rb") as source:
@@ -306,9 +310,23 @@ def peak_import_memory(url: str, path: Path, rows: int) -> float:
 # -- the report -------------------------------------------------------------------------------
 
 
-def run() -> list[tuple[str, str]]:
+class _Rows(list[tuple[str, str]]):
+    """The report's rows; each one is also printed at once when ``echo`` is set."""
+
+    def __init__(self, echo: bool) -> None:
+        super().__init__()
+        self.echo = echo
+
+    def append(self, row: tuple[str, str]) -> None:
+        super().append(row)
+        if self.echo:
+            print(f"{row[0]:<58} {row[1]}", flush=True)
+
+
+def run(*, echo: bool = False) -> list[tuple[str, str]]:
+    """Every measure as ``(measure, value)``; ``echo`` prints each as it is measured."""
     _quiet()
-    rows: list[tuple[str, str]] = []
+    rows = _Rows(echo)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         for synchronous in ("normal", "full"):
@@ -374,9 +392,8 @@ def run() -> list[tuple[str, str]]:
                 f"{peak:,.0f} MiB RSS ({big.stat().st_size / 2**20:,.0f} MiB file)",
             )
         )
-    return rows
+    return list(rows)
 
 
 if __name__ == "__main__":
-    for measure, value in run():
-        print(f"{measure:<58} {value}")
+    run(echo=True)

@@ -26,6 +26,12 @@ the unit of work adds the moves up and writes each campaign's counters once,
 just before commit (one short row lock instead of one per recipient); reads made
 inside the transaction add the moves not yet written.
 
+**Round trips.** A unit of work does not read twice what it already holds: a
+campaign it read or wrote, the recipient fetched together with an attempt (the
+runners ask for both, in turn), an attempt it locked (``save_attempt`` then needs
+no re-read); updates write only the columns that changed. Decoded campaign
+settings are kept per repository while the stored columns stay the same.
+
 **Guards in the database.** ``save_recipient`` is a compare-and-set on the
 status the caller read; ``save_attempt`` refuses a write whose ``claim_token`` is
 older than the stored one (:class:`~outdial.errors.StaleClaim`); a partial unique
@@ -607,6 +613,18 @@ class _Statements:
         self._stamp = stamp
         self._attempt_updates: dict[tuple[str, ...], sa.Update] = {}
         self.suppress = insert(SUPPRESSIONS).on_conflict_do_nothing()
+        # Batch checks of an import: on PostgreSQL one array parameter, whose prepared
+        # plan stays an index lookup as the table grows (a list of 1,000 parameters
+        # got a generic plan estimated on the empty table: a scan per batch).
+        if postgres:
+            texts = pg_dialect.ARRAY(sa.Text)
+            self.existing_phones = sa.select(_R.phone).where(
+                _R.campaign_id == _P("cid"), _R.phone == sa.any_(_P("phones", type_=texts))
+            )
+            self.existing_ids = sa.select(_R.id).where(_R.id == sa.any_(_P("ids", type_=texts)))
+        else:
+            self.existing_phones = _EXISTING_PHONES
+            self.existing_ids = _EXISTING_RECIPIENT_IDS
         beat = insert(WORKERS)
         self.heartbeat = beat.on_conflict_do_update(
             index_elements=[WORKERS.c.worker_id],
@@ -952,7 +970,7 @@ class SqlUnitOfWork:
         for campaign_id in order:
             self._require_campaign(campaign_id)
         for chunk in _chunks([r.id for r in recipients]):
-            taken = conn.execute(_EXISTING_RECIPIENT_IDS, {"ids": list(chunk)}).first()
+            taken = conn.execute(self._q.existing_ids, {"ids": list(chunk)}).first()
             if taken is not None:
                 raise RepositoryError(f"recipient {taken.id!r} already exists")
         inserted = 0
@@ -990,7 +1008,9 @@ class SqlUnitOfWork:
         for chunk in _chunks(batch):
             phones = [r.phone for r in chunk]
             stored = set(
-                conn.execute(_EXISTING_PHONES, {"cid": campaign_id, "phones": phones}).scalars()
+                conn.execute(
+                    self._q.existing_phones, {"cid": campaign_id, "phones": phones}
+                ).scalars()
             )
             fresh: list[Recipient] = []
             for r in chunk:
