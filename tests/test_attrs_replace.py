@@ -23,3 +23,16 @@ def test_replace_refuses_unknown_fields() -> None:
     r = Recipient(id="r", campaign_id="c", workspace_id="w", phone="+12125550101", created_at=NOW)
     with pytest.raises(TypeError, match="no field"):
         replace(r, nope=1)
+
+
+def test_copier_sets_the_named_fields_in_order() -> None:
+    from outdial._attrs import copier
+
+    r = Recipient(id="r", campaign_id="c", workspace_id="w", phone="+12125550101", created_at=NOW)
+    move = copier(Recipient, "status", "attempts")
+    moved = move(r, RecipientStatus.QUEUED, 2)
+    assert moved == attrs.evolve(r, status=RecipientStatus.QUEUED, attempts=2)
+    with pytest.raises(TypeError):
+        copier(Recipient, "status", "status")
+    with pytest.raises(TypeError):
+        copier(Recipient, "nope")

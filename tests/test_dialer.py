@@ -348,3 +348,30 @@ def test_expiry_cancels_and_skips_what_is_pending() -> None:
     assert c.status is CampaignStatus.CANCELLED and c.status_reason == "expired"
     assert c.counters.skipped > 0 and c.counters.in_flight == 0
     assert all(r.status is not RecipientStatus.PENDING for r in all_recipients(repo, cid))
+
+
+def test_fused_event_and_dispatch_keeps_the_event_when_the_dispatch_fails() -> None:
+    from outdial.dispatch import DialerCore
+
+    service, repo, clock, provider, bus, cid = setup(3, hours=None, concurrency=1)
+    core = DialerCore(repo)
+    claims, _ = core.dispatch(clock.now())
+    core.record_placed(clock.now(), claims[0], provider.place_call(claims[0].request))
+    ended = CallEvent(
+        "simulated",
+        CallStatus.ENDED,
+        attempt_id=claims[0].attempt.id,
+        outcome=CallOutcome.ANSWERED,
+    )
+
+    def boom(now: datetime, snapshot: object) -> object:
+        raise RuntimeError("planner broke")
+
+    core.engine.plan = boom  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError, match="planner broke"):
+        core.apply_event_and_dispatch(clock.now(), ended)
+    with repo.transaction() as uow:
+        attempt = uow.get_attempt(claims[0].attempt.id)
+        campaign = uow.get_campaign(cid)
+    assert attempt is not None and attempt.status is AttemptStatus.ENDED  # the event stayed
+    assert campaign.counters.completed == 1 and campaign.counters.in_flight == 0

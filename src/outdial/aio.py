@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 from outdial.dialer import RunSummary, _Base
 from outdial.dispatch import Claim, EventResult
+from outdial.engine import Plan
 from outdial.errors import ProviderError, ProviderUnavailable
 from outdial.phone import mask_phone
-from outdial.ports import AsyncCallProvider, CallEvent
+from outdial.ports import AsyncCallProvider, CallEvent, EventSource
 
 __all__ = ["AsyncDialer"]
 
@@ -53,14 +54,20 @@ class AsyncDialer(_Base):
     async def tick(self) -> datetime | None:
         now = self.clock.now()
         await self._reconcile(now)
+        claims, plan = await self._db(self.core.dispatch, now)
+        return await self._carry_on(now, claims, plan)
+
+    async def _carry_on(self, now: datetime, claims: list[Claim], plan: Plan) -> datetime | None:
+        """The rest of a tick once a dispatch round has committed ``claims``: place them,
+        and dispatch again while the engine can do more at once."""
         while True:
-            claims, plan = await self._db(self.core.dispatch, now)
             if claims:
                 await asyncio.gather(*(self._place(c) for c in claims))
             if plan.wake_at is not None and plan.wake_at <= now:
                 # the engine can do more right now (a campaign activated, recipients were
                 # skipped, more due recipients wait behind those it looked at)
                 now = self.clock.now()
+                claims, plan = await self._db(self.core.dispatch, now)
                 continue
             return plan.wake_at
 
@@ -94,7 +101,17 @@ class AsyncDialer(_Base):
         ticks = 1
         while max_ticks is None or ticks < max_ticks:
             now = self.clock.now()
-            delivered, freed = await self._deliver_due(now)
+            source = self._fusable_source(now) if advance is not None else None
+            if source is not None:
+                # virtual time: the last event due now and the tick it triggers share one
+                # transaction (same steps, same order, one commit)
+                delivered, ticked, wake = await self._deliver_and_tick(source, now, wake)
+                if ticked:
+                    ticks += 1
+                    continue
+                freed = 0
+            else:
+                delivered, freed = await self._deliver_due(now)
             if freed or self._tick_due(now, wake):
                 wake = await self.tick()
                 ticks += 1
@@ -201,6 +218,34 @@ class AsyncDialer(_Base):
                 self._log_result(result, event)
                 n += 1
         return n, freed
+
+    async def _deliver_and_tick(
+        self, source: EventSource, now: datetime, wake: datetime | None
+    ) -> tuple[int, bool, datetime | None]:
+        """:meth:`_deliver_due` then, when it frees a slot or something is due, the
+        tick, with the last event and the tick's first dispatch in one transaction.
+        Returns (events delivered, whether it ticked, the wake time)."""
+        events = source.due_events(now)
+        if not events:
+            return 0, False, wake
+        freed = 0
+        last = len(events) - 1
+        for event in events[:last]:
+            result = await self._db(self.core.apply_event, now, event)
+            self.events_applied += result.effect is not None
+            freed += result.freed
+            self._log_result(result, event)
+        event = events[last]
+        force = bool(freed) or self._tick_due(now, wake)
+        result, dispatched = await self._db(
+            partial(self.core.apply_event_and_dispatch, now, event, dispatch=force)
+        )
+        self.events_applied += result.effect is not None
+        self._log_result(result, event)
+        if dispatched is None:
+            return len(events), False, wake
+        claims, plan = dispatched
+        return len(events), True, await self._carry_on(now, claims, plan)
 
     async def _place(self, claim: Claim) -> None:
         async with self._placing:

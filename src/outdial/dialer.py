@@ -29,7 +29,7 @@ import attrs
 import structlog
 
 from outdial.dispatch import Claim, DialerCore, EventResult
-from outdial.engine import Effect, Engine
+from outdial.engine import Effect, Engine, Plan
 from outdial.errors import ProviderError, ProviderUnavailable
 from outdial.phone import mask_phone
 from outdial.ports import (
@@ -139,7 +139,23 @@ class _Base:
             return True
         if self._next_reconcile is not None and self._next_reconcile <= now:
             return True
-        return any(t <= now for t in self._recheck.values())
+        return bool(self._recheck) and any(t <= now for t in self._recheck.values())
+
+    def _reconcile_due(self, now: datetime) -> bool:
+        """Whether a tick at ``now`` would reconcile anything before dispatching."""
+        if self._next_reconcile is None or self._next_reconcile <= now:
+            return True
+        return bool(self._recheck) and any(t <= now for t in self._recheck.values())
+
+    def _fusable_source(self, now: datetime) -> EventSource | None:
+        """The event source whose last due event may be applied in the same transaction
+        as the dispatch it triggers: only with one source (so events are applied in the
+        same order) and nothing to reconcile first (which a tick does before its
+        dispatch)."""
+        sources = self._event_sources()
+        if len(sources) != 1 or self._reconcile_due(now):
+            return None
+        return sources[0]
 
     def _next_wake(self, wake: datetime | None) -> datetime | None:
         times = [wake] if wake is not None else []
@@ -199,8 +215,13 @@ class Dialer(_Base):
         """
         now = self.clock.now()
         self._reconcile(now)
+        claims, plan = self.core.dispatch(now)
+        return self._carry_on(now, claims, plan)
+
+    def _carry_on(self, now: datetime, claims: list[Claim], plan: Plan) -> datetime | None:
+        """The rest of a tick once a dispatch round has committed ``claims``: place them,
+        and dispatch again while the engine can do more at once."""
         while True:
-            claims, plan = self.core.dispatch(now)
             for t in plan.transitions:
                 self.log.info("campaign_transition", campaign=t.campaign_id, action=str(t.action))
             if claims:
@@ -209,6 +230,7 @@ class Dialer(_Base):
                 # the engine can do more right now (a campaign activated, recipients were
                 # skipped, more due recipients wait behind those it looked at)
                 now = self.clock.now()
+                claims, plan = self.core.dispatch(now)
                 continue
             return plan.wake_at
 
@@ -249,7 +271,17 @@ class Dialer(_Base):
         ticks = 1
         while max_ticks is None or ticks < max_ticks:
             now = self.clock.now()
-            delivered, freed = self._deliver_due(now)
+            source = self._fusable_source(now) if advance is not None else None
+            if source is not None:
+                # virtual time: the last event due now and the tick it triggers share one
+                # transaction (same steps, same order, one commit)
+                delivered, ticked, wake = self._deliver_and_tick(source, now, wake)
+                if ticked:
+                    ticks += 1
+                    continue
+                freed = 0
+            else:
+                delivered, freed = self._deliver_due(now)
             if freed or self._tick_due(now, wake):
                 # a call ended (its slot is free) or something is due: look again now
                 wake = self.tick()
@@ -367,6 +399,33 @@ class Dialer(_Base):
                 self._log_result(result, event)
                 n += 1
         return n, freed
+
+    def _deliver_and_tick(
+        self, source: EventSource, now: datetime, wake: datetime | None
+    ) -> tuple[int, bool, datetime | None]:
+        """:meth:`_deliver_due` then, when it frees a slot or something is due, the
+        tick, with the last event and the tick's first dispatch in one transaction.
+        Returns (events delivered, whether it ticked, the wake time)."""
+        events = source.due_events(now)
+        if not events:
+            return 0, False, wake
+        freed = 0
+        last = len(events) - 1
+        for event in events[:last]:
+            result = self.core.apply_event(now, event)
+            self.events_applied += result.effect is not None
+            freed += result.freed
+            self._log_result(result, event)
+        event = events[last]
+        result, dispatched = self.core.apply_event_and_dispatch(
+            now, event, dispatch=bool(freed) or self._tick_due(now, wake)
+        )
+        self.events_applied += result.effect is not None
+        self._log_result(result, event)
+        if dispatched is None:
+            return len(events), False, wake
+        claims, plan = dispatched
+        return len(events), True, self._carry_on(now, claims, plan)
 
     def _place_all(self, claims: list[Claim]) -> None:
         if self._pool is None or len(claims) == 1:

@@ -12,15 +12,17 @@ at-most-once across crashes.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 
-from outdial._attrs import replace
-from outdial.campaign import Campaign, CampaignAction, CampaignStatus
+from outdial._attrs import copier, replace
+from outdial.campaign import AgentSettings, Campaign, CampaignAction, CampaignStatus
 from outdial.engine import (
     CampaignSnapshot,
     Effect,
@@ -56,7 +58,34 @@ from outdial.templates import render
 __all__ = ["Claim", "DialerCore", "EventResult", "build_dial_request"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# uuid4 bits: the version nibble (4) and the RFC 4122 variant
+_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_BITS = (4 << 76) | (0x8000 << 48)
+
+
+def _uuid4_hex() -> str:
+    """``uuid.uuid4().hex`` (the same 122 random bits from ``os.urandom``), without
+    building a ``UUID`` object."""
+    return f"{int.from_bytes(os.urandom(16), 'big') & _UUID4_MASK | _UUID4_BITS:032x}"
+
+
 _NO_STATS = DialStats()
+_NO_REQUEST = DialRequest("", "", "", "", "", AgentSettings())
+_dial_request = copier(
+    DialRequest,
+    "attempt_id",
+    "campaign_id",
+    "workspace_id",
+    "recipient_id",
+    "to",
+    "agent",
+    "attempt_number",
+    "caller_id",
+    "variables",
+    "prompt",
+    "greeting",
+    "test_call",
+)
 
 
 @attrs.frozen
@@ -81,23 +110,34 @@ class EventResult:
 
 def build_dial_request(campaign: Campaign, recipient: Recipient, attempt: Attempt) -> DialRequest:
     """The provider request for one attempt, with the recipient's variables rendered."""
-    variables = dict(campaign.prompt_variables)
-    variables.update(recipient.template_variables())
+    variables = recipient.template_variables()
+    if campaign.prompt_variables:
+        merged = dict(campaign.prompt_variables)
+        merged.update(variables)
+        variables = merged
     agent = campaign.agent
-    return DialRequest(
-        attempt_id=attempt.id,
-        campaign_id=campaign.id,
-        workspace_id=campaign.workspace_id,
-        recipient_id=recipient.id,
-        to=recipient.phone,
-        agent=agent,
-        attempt_number=attempt.number,
-        caller_id=agent.phone_number,
-        variables=variables,
-        prompt=render(agent.prompt_template, variables) if agent.prompt_template else None,
-        greeting=render(agent.greeting_template, variables) if agent.greeting_template else None,
-        test_call=attempt.test_call,
+    # the copier skips the converter, which would copy ``variables`` a second time
+    return _dial_request(
+        _NO_REQUEST,
+        attempt.id,
+        campaign.id,
+        campaign.workspace_id,
+        recipient.id,
+        recipient.phone,
+        agent,
+        attempt.number,
+        agent.phone_number,
+        MappingProxyType(variables),
+        render(agent.prompt_template, variables) if agent.prompt_template else None,
+        render(agent.greeting_template, variables) if agent.greeting_template else None,
+        attempt.test_call,
     )
+
+
+def _event_result(attempt: Attempt, decision: ResultDecision) -> EventResult:
+    status = decision.recipient.status if decision.recipient is not None else None
+    freed = decision.attempt is not None and decision.attempt.status is AttemptStatus.ENDED
+    return EventResult(decision.effect, attempt.id, status, decision.reason, freed)
 
 
 class DialerCore:
@@ -118,7 +158,7 @@ class DialerCore:
         self.events = events
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:12]}"
         self.rng = rng
-        self.new_id = new_id or (lambda: uuid.uuid4().hex)
+        self.new_id = new_id or _uuid4_hex
 
     # -- dispatch ------------------------------------------------
 
@@ -226,10 +266,10 @@ class DialerCore:
             claims.append(
                 Claim(attempt, build_dial_request(campaign, queued, attempt), attempt.provider)
             )
-        if plan.skips or plan.dials:
-            for cid in {s.recipient.campaign_id for s in plan.skips} | {
-                d.campaign_id for d in plan.dials
-            }:
+        if self.events is not None and (plan.skips or plan.dials):
+            for cid in sorted(
+                {s.recipient.campaign_id for s in plan.skips} | {d.campaign_id for d in plan.dials}
+            ):
                 self._progress(uow, cid, now, out)
         return claims
 
@@ -314,9 +354,45 @@ class DialerCore:
                 return EventResult(None, reason="no attempt matches this call")
             decision = self._decide_event(uow, now, attempt, event, out)
         self._emit(out)
-        status = decision.recipient.status if decision.recipient is not None else None
-        freed = decision.attempt is not None and decision.attempt.status is AttemptStatus.ENDED
-        return EventResult(decision.effect, attempt.id, status, decision.reason, freed)
+        return _event_result(attempt, decision)
+
+    def apply_event_and_dispatch(
+        self, now: datetime, event: CallEvent, *, dispatch: bool = False
+    ) -> tuple[EventResult, tuple[list[Claim], Plan] | None]:
+        """:meth:`apply_event`, then, when the event ended a call (its slot is free) or
+        ``dispatch`` is true, :meth:`dispatch` at the same ``now``: one transaction
+        instead of two.
+
+        This is what a runner does with the last event due at an instant, so it
+        saves a commit per call. The claims are committed when this returns,
+        before any provider is asked to dial. The dispatch runs in a savepoint:
+        if it raises, the event stays applied and the error is raised after the
+        commit, as with the two calls. Returns the event's result and, when a
+        dispatch ran, its claims and plan.
+        """
+        out: list[DomainEvent] = []
+        dispatched: tuple[list[Claim], Plan] | None = None
+        error: BaseException | None = None
+        with self.repository.transaction(dispatch_lock=True) as uow:
+            attempt = self._find_attempt(uow, event)
+            if attempt is None:
+                result = EventResult(None, reason="no attempt matches this call")
+            else:
+                result = _event_result(attempt, self._decide_event(uow, now, attempt, event, out))
+            if dispatch or result.freed:
+                mark = len(out)
+                try:
+                    with self.repository.transaction(dispatch_lock=True) as inner:
+                        plan = self.engine.plan(now, self.load_snapshot(inner, now))
+                        claims = self.apply_plan(inner, plan, now, out)
+                    dispatched = (claims, plan)
+                except BaseException as exc:  # the savepoint is rolled back; the event stays
+                    del out[mark:]
+                    error = exc
+        self._emit(out)
+        if error is not None:
+            raise error
+        return result, dispatched
 
     def _decide_event(
         self,
@@ -431,7 +507,7 @@ class DialerCore:
                         now,
                     )
                 )
-        if decision.recipient is not None and recipient is not None:
+        if self.events is not None and decision.recipient is not None and recipient is not None:
             self._progress(uow, recipient.campaign_id, now, out)
 
     def _progress(

@@ -36,9 +36,9 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from outdial._attrs import replace
-from outdial._time import UTC
-from outdial.calendar import ALWAYS_OPEN, Calendar
+from outdial._attrs import copier, replace
+from outdial._time import UTC, require_aware
+from outdial.calendar import ALWAYS_OPEN, BusinessHours, Calendar
 from outdial.campaign import Campaign, CampaignAction, CampaignStatus
 from outdial.compliance import RuleSet, get_rule_set
 from outdial.errors import NoPermittedWindow, ProviderAuthError, ProviderError
@@ -61,6 +61,21 @@ __all__ = [
 ]
 
 _MINUTE = timedelta(seconds=60)
+
+# copies of an attempt that always change the same fields (see outdial._attrs.copier)
+_placed_attempt = copier(Attempt, "status", "provider", "external_call_id", "placed_at")
+_ended_attempt = copier(
+    Attempt,
+    "status",
+    "outcome",
+    "ended_at",
+    "duration_seconds",
+    "error",
+    "last_sequence",
+    "external_call_id",
+    "provider",
+    "placed_at",
+)
 
 
 def _int_map(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -201,23 +216,24 @@ class Engine:
         self.config = config or EngineConfig()
         self._rule_sets = rule_sets
         self._calendars: dict[tuple[Any, ...], Calendar | NoPermittedWindow] = {}
-        self._campaign_calendars: dict[tuple[str, int], Calendar | None] = {}
+        # the last business hours hashed and their hash, in one tuple so that threads
+        # never see a torn pair (campaign values read from one repository share the same
+        # BusinessHours object: hashing it once is enough)
+        self._hours_hash: tuple[BusinessHours | None, int] = (None, hash(None))
 
     # -- calendars ------------------------------------------------
 
     def campaign_calendar(self, campaign: Campaign) -> Calendar | None:
         """The campaign's own calling window (None: no restriction)."""
-        key = (campaign.id, hash(campaign.business_hours))
-        try:
-            return self._campaign_calendars[key]
-        except KeyError:
-            pass
         hours = campaign.business_hours
-        cal: Calendar | None = hours if hours is not None and hours.enabled else None
-        if len(self._campaign_calendars) > 10_000:
-            self._campaign_calendars.clear()
-        self._campaign_calendars[key] = cal
-        return cal
+        return hours if hours is not None and hours.enabled else None
+
+    def _hash_hours(self, hours: BusinessHours | None) -> int:
+        last, value = self._hours_hash
+        if hours is not last:
+            value = hash(hours)
+            self._hours_hash = (hours, value)
+        return value
 
     def permitted_calendar(self, campaign: Campaign, recipient: Recipient) -> Calendar:
         """Campaign hours intersected with the recipient's permitted local hours.
@@ -231,7 +247,7 @@ class Engine:
         # a long prefix and the same zones share them.
         key = (
             campaign.id,
-            hash(campaign.business_hours),
+            self._hash_hours(campaign.business_hours),
             campaign.rule_set,
             recipient.phone[:8],
             recipient.time_zones,
@@ -377,13 +393,68 @@ class Engine:
             # call that ends first frees a slot and the runner looks again then.
 
         dials: list[Dial] = []
-        # Fair allocation: workspaces least recently served first, round-robin; inside a
-        # workspace, its campaigns round-robin the same way.
         global_free = (
             self.config.global_limit - inflight.total
             if self.config.global_limit is not None
             else None
         )
+        if len(active) == 1:
+            self._allocate_one(active[0], inflight, global_free, dials)
+        elif active:
+            self._allocate_fair(active, inflight, global_free, dials)
+
+        skips: list[Skip] = []
+        defers: list[Defer] = []
+        for cur in active:
+            skips.extend(cur.skips)
+            defers.extend(cur.defers)
+            due = cur.snapshot.next_due_at
+            if cur.capacity > 0 and due is not None:
+                wakes.append(max(due, now))
+            if cur.exhausted and cur.snapshot.candidates_truncated and cur.capacity > 0:
+                wakes.append(now)  # more due recipients may be waiting behind these
+            if cur.defers:
+                wakes.extend(d.until for d in cur.defers)
+        if skips:
+            wakes.append(now)  # skipping may have left a campaign with nothing to dial
+        wake_at = min(wakes) if wakes else None
+        if wake_at is not None and wake_at < now:
+            wake_at = now
+        return Plan(tuple(transitions), tuple(dials), tuple(skips), tuple(defers), wake_at)
+
+    def _allocate_one(
+        self,
+        cur: _CampaignCursor,
+        inflight: InFlightCounts,
+        global_free: int | None,
+        dials: list[Dial],
+    ) -> None:
+        """:meth:`_allocate_fair` for one campaign: dial it until its capacity, its
+        workspace limit or the global limit is spent (the same dials, without queues)."""
+        ws = cur.campaign.workspace_id
+        limit = self.config.workspace_limit(ws)
+        free = None if limit is None else limit - inflight.by_workspace.get(ws, 0)
+        while (global_free is None or global_free > 0) and (free is None or free > 0):
+            dial = cur.next_dial()
+            if dial is None:
+                return
+            dials.append(dial)
+            if global_free is not None:
+                global_free -= 1
+            if free is not None:
+                free -= 1
+            if cur.capacity <= 0:
+                return
+
+    def _allocate_fair(
+        self,
+        active: list[_CampaignCursor],
+        inflight: InFlightCounts,
+        global_free: int | None,
+        dials: list[Dial],
+    ) -> None:
+        """Fair allocation: workspaces least recently served first, round-robin; inside
+        a workspace, its campaigns round-robin the same way."""
         by_ws: dict[str, deque[_CampaignCursor]] = {}
         for cur in sorted(active, key=_served_key):
             by_ws.setdefault(cur.campaign.workspace_id, deque()).append(cur)
@@ -411,24 +482,6 @@ class Engine:
             if queue:
                 order.append(ws)
 
-        skips: list[Skip] = []
-        defers: list[Defer] = []
-        for cur in active:
-            skips.extend(cur.skips)
-            defers.extend(cur.defers)
-            due = cur.snapshot.next_due_at
-            if cur.capacity > 0 and due is not None:
-                wakes.append(max(due, now))
-            if cur.exhausted and cur.snapshot.candidates_truncated and cur.capacity > 0:
-                wakes.append(now)  # more due recipients may be waiting behind these
-            wakes.extend(d.until for d in cur.defers)
-        if skips:
-            wakes.append(now)  # skipping may have left a campaign with nothing to dial
-        wake_at = min(wakes) if wakes else None
-        if wake_at is not None and wake_at < now:
-            wake_at = now
-        return Plan(tuple(transitions), tuple(dials), tuple(skips), tuple(defers), wake_at)
-
     # -- results ------------------------------------------------
 
     def on_placed(
@@ -445,12 +498,8 @@ class Engine:
                     ),
                 )
             return ResultDecision(Effect.DUPLICATE, reason="already confirmed")
-        new_attempt = replace(
-            attempt,
-            status=AttemptStatus.PLACED,
-            provider=placed.provider,
-            external_call_id=placed.external_call_id,
-            placed_at=now,
+        new_attempt = _placed_attempt(
+            attempt, AttemptStatus.PLACED, placed.provider, placed.external_call_id, now
         )
         new_recipient = None
         if recipient is not None and recipient.status is RecipientStatus.QUEUED:
@@ -557,17 +606,17 @@ class Engine:
         outcome = event.outcome or CallOutcome.ERROR
         ended_at = event.occurred_at or now
         ended_at = max(ended_at, attempt.created_at)
-        ended = replace(
+        ended = _ended_attempt(
             attempt,
-            status=AttemptStatus.ENDED,
-            outcome=outcome,
-            ended_at=ended_at,
-            duration_seconds=event.duration_seconds,
-            error=event.error,
-            last_sequence=last_seq,
-            external_call_id=attempt.external_call_id or event.external_call_id,
-            provider=attempt.provider or event.provider,
-            placed_at=attempt.placed_at or attempt.created_at,
+            AttemptStatus.ENDED,
+            outcome,
+            ended_at,
+            event.duration_seconds,
+            event.error,
+            last_seq,
+            attempt.external_call_id or event.external_call_id,
+            attempt.provider or event.provider,
+            attempt.placed_at or attempt.created_at,
         )
         suppress = recipient.phone if recipient is not None else None
         suppress = suppress if outcome is CallOutcome.OPTED_OUT else None
@@ -608,7 +657,7 @@ class Engine:
             duration=event.duration_seconds,
             error=event.error,
         )
-        return replace(result, suppress_phone=suppress)
+        return result if suppress is None else replace(result, suppress_phone=suppress)
 
     def on_reconcile(
         self,
@@ -692,6 +741,8 @@ class Engine:
             calendar = self.permitted_calendar(campaign, recipient)
         except NoPermittedWindow as exc:
             return Final(RecipientStatus.SKIPPED, None, f"no permitted window: {exc.reason}")
+        if calendar is ALWAYS_OPEN:
+            return decision  # what land_in_window gives: every instant is open
         return land_in_window(decision, calendar)
 
     def _retry_or_final(
@@ -773,7 +824,9 @@ class _CampaignCursor:
             except NoPermittedWindow as exc:
                 self.skips.append(Skip(recipient, f"no permitted window: {exc.reason}"))
                 continue
-            if not calendar.is_open(now):
+            if calendar is ALWAYS_OPEN:
+                require_aware(now, "BusinessHours.is_open")  # what is_open would check
+            elif not calendar.is_open(now):
                 opens = calendar.next_open(now)
                 if opens is None:
                     self.skips.append(Skip(recipient, "no permitted window: calendar never opens"))

@@ -68,6 +68,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
+from outdial._attrs import copier
 from outdial._time import require_aware
 from outdial.errors import ConfigurationError, ProviderRejected, ProviderUnavailable
 from outdial.outcomes import CallOutcome
@@ -346,6 +347,21 @@ _IN_PROGRESS: Final = 1
 _ENDED: Final = 2
 _US: Final = timedelta(microseconds=1)
 _RAW_STATUS: Final = {outcome: outcome.value for outcome in CallOutcome}
+# copies of the provider's template values with what differs per call (no __init__)
+_placed_call = copier(PlacedCall, "external_call_id")
+_final_event = copier(
+    CallEvent,
+    "external_call_id",
+    "attempt_id",
+    "outcome",
+    "retryable",
+    "sequence",
+    "occurred_at",
+    "duration_seconds",
+    "raw_status",
+    "error",
+    "event_id",
+)
 
 
 class _Call:
@@ -366,6 +382,7 @@ class _Call:
         "error",
         "external_id",
         "gen",
+        "index",
         "number",
         "outcome",
         "placed",
@@ -402,10 +419,13 @@ class _Call:
         self.cancelled = False
         self.unknown_fate = False
         self.gen = 0
+        self.index = 0  # position in the provider's call list (set when it is added)
 
 
-# (deliver at, tie, kind, call, gen); instants in microseconds since the base
-_Entry = tuple[int, int, int, _Call, int]
+# (deliver at, tie, kind, call index, gen); instants in microseconds since the base. Only
+# ints, so the garbage collector stops tracking an entry as soon as it first sees it
+# (a heap entry lives as long as its call: tracked ones were promoted and re-scanned).
+_Entry = tuple[int, int, int, int, int]
 
 # What an outcome does: (rings, picks up, ring distribution name, talk distribution name)
 _SHAPES: Final[dict[CallOutcome, tuple[bool, bool, str, str | None]]] = {
@@ -478,6 +498,10 @@ class SimulatedProvider:
             for outcome, (rings, picks_up, ring, talk) in _SHAPES.items()
         }
 
+        self._last_offset: tuple[datetime, int] = (self._base, 0)
+        # values every call shares, copied with only what differs (cheaper than __init__)
+        self._placed = PlacedCall(name, "", CallStatus.QUEUED)
+        self._ended = CallEvent(provider=name, status=CallStatus.ENDED)
         self._events: list[_Entry] = []
         self._ends: list[_Entry] = []  # when calls really end: in-flight bookkeeping
         self._ticket = itertools.count()  # ties broken in scheduling order
@@ -485,6 +509,7 @@ class SimulatedProvider:
         self._by_attempt: dict[str, _Call] = {}
         self._by_external: dict[str, _Call] = {}
         self._tries: dict[bytes, int] = {}
+        self._number_fates: dict[str, CallOutcome | None] = {}  # see _number_fate
         self._live_by_number: dict[str, int] = {}
         self._in_flight = 0
 
@@ -516,7 +541,7 @@ class SimulatedProvider:
             if self._faults:
                 self._maybe_fail(request, key, now)
             call = self._start(request, key, now)
-        return PlacedCall(self.name, call.external_id, CallStatus.QUEUED)
+        return _placed_call(self._placed, call.external_id)
 
     def cancel_call(self, external_call_id: str) -> None:
         """End a call in progress now, with outcome ``error`` (not retryable,
@@ -600,7 +625,7 @@ class SimulatedProvider:
             while events and events[0][0] <= limit:
                 entry = pop(events)
                 if not stale(entry):
-                    out.append(self._event(entry[3], entry[2]))
+                    out.append(self._event(self._calls[entry[3]], entry[2]))
         return out
 
     # -- observations ---------------------------------------------------------------------------
@@ -649,7 +674,12 @@ class SimulatedProvider:
     # -- internals ----------------------------------------------------------------------------
 
     def _offset(self, t: datetime) -> int:
-        return (t - self._base) // _US
+        last = self._last_offset  # one tuple, so threads never see a torn pair
+        if last[0] is t:
+            return last[1]
+        offset = (t - self._base) // _US
+        self._last_offset = (t, offset)
+        return offset
 
     def _instant(self, offset: int) -> datetime:
         return self._base + timedelta(microseconds=offset)
@@ -676,6 +706,18 @@ class SimulatedProvider:
                 placed=None,
             )
 
+    def _number_fate(self, number: str) -> CallOutcome | None:
+        """What every call to ``number`` ends with whatever the attempt (invalid, or
+        never reached), or None when the per-attempt mix decides."""
+        p = self.profile
+        digest = blake2b(self._prefix + b"n:" + number.encode(), digest_size=16).digest()
+        invalid_word, reach_word = _UNPACK2(digest)
+        if (invalid_word >> 11) * _U53 < p.invalid_number_rate:
+            return CallOutcome.INVALID_NUMBER
+        if (reach_word >> 11) * _U53 >= p.reachability:
+            return CallOutcome.NO_ANSWER
+        return None
+
     def _start(self, request: DialRequest, key: bytes, now: int) -> _Call:
         p = self.profile
         number = request.to
@@ -683,12 +725,11 @@ class SimulatedProvider:
         u = rng.random()
         outcome: CallOutcome | None = None
         if self._number_level:
-            digest = blake2b(self._prefix + b"n:" + number.encode(), digest_size=16).digest()
-            invalid_word, reach_word = _UNPACK2(digest)
-            if (invalid_word >> 11) * _U53 < p.invalid_number_rate:
-                outcome = CallOutcome.INVALID_NUMBER
-            elif (reach_word >> 11) * _U53 >= p.reachability:
-                outcome = CallOutcome.NO_ANSWER
+            fates = self._number_fates
+            if number in fates:
+                outcome = fates[number]
+            else:
+                outcome = fates[number] = self._number_fate(number)
         if outcome is None:
             outcome = self._mix_outcomes[bisect_right(self._mix_thresholds, u)]
         rings, picks_up, ring_sample, talk_sample = self._shapes[outcome]
@@ -712,6 +753,7 @@ class SimulatedProvider:
             outcome,
             talk,
         )
+        index = call.index = len(self._calls)
         self._calls.append(call)
         self._by_attempt[request.attempt_id] = call
         self._by_external[call.external_id] = call
@@ -729,7 +771,7 @@ class SimulatedProvider:
             live[number] = 1
         ticket = self._ticket
         heappush = heapq.heappush
-        heappush(self._ends, (ended, next(ticket), _ENDED, call, 0))
+        heappush(self._ends, (ended, next(ticket), _ENDED, index, 0))
 
         # delivery: drawn after the outcome and timings, so these knobs never
         # change what happens to a call, only how it is reported.
@@ -742,27 +784,29 @@ class SimulatedProvider:
                 # the last progress event arrives after the final one
                 late = ended + _micros(p.late_delivery_seconds.sample(rng))
                 if answered is not None:
-                    heappush(events, (ringing, next(ticket), _RINGING, call, 0))
-                    heappush(events, (late, next(ticket), _IN_PROGRESS, call, 0))
+                    heappush(events, (ringing, next(ticket), _RINGING, index, 0))
+                    heappush(events, (late, next(ticket), _IN_PROGRESS, index, 0))
                 else:
-                    heappush(events, (late, next(ticket), _RINGING, call, 0))
+                    heappush(events, (late, next(ticket), _RINGING, index, 0))
             else:
-                heappush(events, (ringing, next(ticket), _RINGING, call, 0))
+                heappush(events, (ringing, next(ticket), _RINGING, index, 0))
                 if answered is not None:
-                    heappush(events, (answered, next(ticket), _IN_PROGRESS, call, 0))
-        heappush(events, (ended, next(ticket), _ENDED, call, 0))
+                    heappush(events, (answered, next(ticket), _IN_PROGRESS, index, 0))
+        heappush(events, (ended, next(ticket), _ENDED, index, 0))
         if again is not None:
-            heappush(events, (again, next(ticket), _ENDED, call, 0))
+            heappush(events, (again, next(ticket), _ENDED, index, 0))
         return call
 
     def _push(self, heap: list[_Entry], at: int, kind: int, call: _Call) -> None:
-        heapq.heappush(heap, (at, next(self._ticket), kind, call, call.gen))
+        heapq.heappush(heap, (at, next(self._ticket), kind, call.index, call.gen))
 
     def _settle(self, now: int) -> None:
         ends = self._ends
         live = self._live_by_number
+        calls = self._calls
         while ends and ends[0][0] <= now:
-            _, _, _, call, gen = heapq.heappop(ends)
+            _, _, _, index, gen = heapq.heappop(ends)
+            call = calls[index]
             if gen != call.gen:
                 continue  # superseded by a cancel
             self._in_flight -= 1
@@ -772,10 +816,9 @@ class SimulatedProvider:
             else:
                 del live[call.number]
 
-    @staticmethod
-    def _stale(entry: _Entry) -> bool:
+    def _stale(self, entry: _Entry) -> bool:
         """An entry a cancel made obsolete (its event no longer happens)."""
-        kind, call = entry[2], entry[3]
+        kind, call = entry[2], self._calls[entry[3]]
         if kind == _ENDED:
             return entry[4] != call.gen
         if kind == _RINGING:
@@ -786,19 +829,18 @@ class SimulatedProvider:
         progress = self.profile.progress_events
         if kind == _ENDED:
             seq = (call.ringing is not None) + (call.answered is not None) if progress else 0
-            return CallEvent(
-                provider=self.name,
-                status=CallStatus.ENDED,
-                external_call_id=call.external_id,
-                attempt_id=call.attempt_id,
-                outcome=call.outcome,
-                retryable=call.retryable,
-                sequence=seq,
-                occurred_at=self._base + timedelta(microseconds=call.ended),
-                duration_seconds=call.duration,
-                raw_status=_RAW_STATUS[call.outcome],
-                error=call.error,
-                event_id=f"{call.external_id}:{seq}",
+            return _final_event(
+                self._ended,
+                call.external_id,
+                call.attempt_id,
+                call.outcome,
+                call.retryable,
+                seq,
+                self._base + timedelta(microseconds=call.ended),
+                call.duration,
+                _RAW_STATUS[call.outcome],
+                call.error,
+                f"{call.external_id}:{seq}",
             )
         if kind == _RINGING:
             at = call.ringing

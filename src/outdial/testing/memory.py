@@ -38,15 +38,15 @@ from __future__ import annotations
 import bisect
 import heapq
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from types import MappingProxyType
+from functools import partial
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING
 
 import attrs
 
-from outdial._attrs import replace
+from outdial._attrs import copier, replace
 from outdial._time import UTC, to_utc
 from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
 from outdial.errors import ConfigurationError, NotFound, RepositoryError, StaleClaim
@@ -57,6 +57,8 @@ from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
 __all__ = ["InMemoryRepository", "InMemoryUnitOfWork"]
 
 _PENDING = RecipientStatus.PENDING
+_ENDED = AttemptStatus.ENDED
+_FINAL = frozenset(status for status in RecipientStatus if status.final)
 _UNTITLED = ("", "Untitled Campaign")
 _DISPATCHABLE = frozenset({CampaignStatus.SCHEDULED, CampaignStatus.ACTIVE, CampaignStatus.PAUSED})
 _MINUTE = timedelta(seconds=60)
@@ -109,6 +111,12 @@ def _answered_duration(attempt: Attempt) -> float | None:
     return attempt.duration_seconds
 
 
+#: ``campaign`` with other ``counters``: ``_with_counters(campaign, counters)``
+_with_counters = copier(Campaign, "counters")
+#: ``_in_flight_counts(template, by_campaign, by_workspace, total)``, skipping converters
+_in_flight_counts = copier(InFlightCounts, "by_campaign", "by_workspace", "total")
+
+
 def _page_bounds(page: int, page_size: int) -> tuple[int, int]:
     if page < 1:
         raise ConfigurationError("page", page, "must be 1 or more")
@@ -118,11 +126,33 @@ def _page_bounds(page: int, page_size: int) -> tuple[int, int]:
     return start, start + page_size
 
 
+#: Positions in :attr:`_CampaignIndex.counts`, in :class:`CampaignCounters` field order.
+_TOTAL, _ANSWERED, _ATTEMPTS = 0, 7, 8
+_SLOT: dict[RecipientStatus, int] = {
+    RecipientStatus.PENDING: 1,
+    RecipientStatus.QUEUED: 2,
+    RecipientStatus.CALLING: 3,
+    RecipientStatus.COMPLETED: 4,
+    RecipientStatus.FAILED: 5,
+    RecipientStatus.SKIPPED: 6,
+}
+
+
+_ZERO_COUNTERS = CampaignCounters()
+_NO_IN_FLIGHT = InFlightCounts()
+
+
 class _CampaignIndex:
-    """Everything kept per campaign besides the campaign value itself."""
+    """Everything kept per campaign besides the campaign value itself.
+
+    Counters are kept as a mutable list of ints (``counts``, in
+    :class:`CampaignCounters` field order); the frozen value is built only when
+    somebody reads it, and kept until the counts change again.
+    """
 
     __slots__ = (
-        "counters",
+        "_frozen",
+        "counts",
         "durations",
         "order",
         "outcomes",
@@ -136,7 +166,8 @@ class _CampaignIndex:
 
     def __init__(self, rank: int) -> None:
         self.rank = rank  # insertion order among campaigns (tie-break for listings)
-        self.counters = CampaignCounters()
+        self.counts: list[int] = [0] * 9
+        self._frozen: CampaignCounters | None = _ZERO_COUNTERS
         self.order: list[str] = []  # recipient ids; seq = position + 1
         self.phones: set[str] = set()
         self.ready: list[int] = []  # heap of _ready_key(priority, seq)
@@ -145,6 +176,29 @@ class _CampaignIndex:
         self.outcomes: dict[CallOutcome, int] = {}
         self.durations: tuple[int, float] = (0, 0.0)
         self.starts: list[datetime] = []  # created_at of non-test attempts, sorted
+
+    @property
+    def counters(self) -> CampaignCounters:
+        frozen = self._frozen
+        if frozen is None:
+            frozen = self._frozen = CampaignCounters(*self.counts)
+        return frozen
+
+    def move(self, old: RecipientStatus, new: RecipientStatus, answered_delta: int) -> None:
+        """One recipient moved from ``old`` to ``new`` (its answered flag by the delta)."""
+        counts = self.counts
+        counts[_SLOT[old]] -= 1
+        counts[_SLOT[new]] += 1
+        counts[_ANSWERED] += answered_delta
+        self._frozen = None
+
+    def add(self, slot: int, delta: int) -> None:
+        self.counts[slot] += delta
+        self._frozen = None
+
+    def restore(self, counts: list[int]) -> None:
+        self.counts[:] = counts
+        self._frozen = None
 
 
 class _Store:
@@ -163,6 +217,9 @@ class _Store:
         self.in_flight_total = 0
         self.suppressions: dict[str, dict[str, tuple[str, datetime]]] = {}
         self.campaign_rank = 0
+        #: ids of :meth:`InMemoryUnitOfWork.dispatchable_campaigns`, in order (None: unknown);
+        #: forgotten whenever a campaign is added or saved
+        self.dispatchable: list[str] | None = None
 
 
 class InMemoryUnitOfWork:
@@ -203,7 +260,7 @@ class InMemoryUnitOfWork:
         counters = s.indexes[campaign_id].counters
         if campaign.counters is not counters:
             # A cache refresh, not a change: reads always take counters from the index.
-            campaign = replace(campaign, counters=counters)
+            campaign = _with_counters(campaign, counters)
             s.campaigns[campaign_id] = campaign
         return campaign
 
@@ -219,10 +276,12 @@ class InMemoryUnitOfWork:
         index = _CampaignIndex(s.campaign_rank)
         s.campaigns[campaign.id] = campaign
         s.indexes[campaign.id] = index
+        s.dispatchable = None
 
         def undo() -> None:
             del s.campaigns[campaign.id]
             del s.indexes[campaign.id]
+            s.dispatchable = None
 
         self._journal.append(undo)
 
@@ -255,9 +314,11 @@ class InMemoryUnitOfWork:
             campaign, counters=s.indexes[campaign.id].counters, version=stored.version + 1
         )
         s.campaigns[campaign.id] = saved
+        s.dispatchable = None
 
         def undo() -> None:
             s.campaigns[campaign.id] = stored
+            s.dispatchable = None
 
         self._journal.append(undo)
         return saved
@@ -316,11 +377,16 @@ class InMemoryUnitOfWork:
     def dispatchable_campaigns(self) -> list[Campaign]:
         """Scheduled, active and paused campaigns that are not deleted, oldest first."""
         s = self._check()
-        found = [
-            c for c in s.campaigns.values() if c.status in _DISPATCHABLE and c.deleted_at is None
-        ]
-        found.sort(key=lambda c: (_utc(c.created_at, ""), s.indexes[c.id].rank))
-        return [self._view(c.id) for c in found]
+        ids = s.dispatchable
+        if ids is None:
+            found = [
+                c
+                for c in s.campaigns.values()
+                if c.status in _DISPATCHABLE and c.deleted_at is None
+            ]
+            found.sort(key=lambda c: (_utc(c.created_at, ""), s.indexes[c.id].rank))
+            ids = s.dispatchable = [c.id for c in found]
+        return [self._view(i) for i in ids]
 
     # -- recipients -----------------------------------------------------------------
 
@@ -351,7 +417,7 @@ class InMemoryUnitOfWork:
     def _insert(self, index: _CampaignIndex, batch: list[Recipient]) -> int:
         s = self._s
         before = len(index.order)
-        old_counters = index.counters
+        old_counts = index.counts.copy()
         old_outcomes = dict(index.outcomes)
         moves: dict[RecipientStatus, int] = {}
         answered = 0
@@ -371,17 +437,16 @@ class InMemoryUnitOfWork:
                 index.outcomes[outcome] = index.outcomes.get(outcome, 0) + 1
         added = len(index.order) - before
         if added:
-            c = index.counters
-            changes = {status.value: getattr(c, status.value) + n for status, n in moves.items()}
-            index.counters = replace(
-                c, total=c.total + added, answered=c.answered + answered, **changes
-            )
+            index.add(_TOTAL, added)
+            index.add(_ANSWERED, answered)
+            for status, n in moves.items():
+                index.add(_SLOT[status], n)
 
         def undo() -> None:
             for rid in index.order[before:]:
                 index.phones.discard(s.recipients.pop(rid).phone)
             del index.order[before:]
-            index.counters = old_counters
+            index.restore(old_counts)
             index.outcomes = old_outcomes
 
         self._journal.append(undo)
@@ -407,49 +472,64 @@ class InMemoryUnitOfWork:
         stored = s.recipients.get(recipient.id)
         if stored is None:
             raise NotFound("recipient", recipient.id)
-        if stored.status is not previous.status:
+        old_status = stored.status
+        if old_status is not previous.status:
             raise RepositoryError(
-                f"recipient {recipient.id!r} is {stored.status.value}, "
+                f"recipient {recipient.id!r} is {old_status.value}, "
                 f"not {previous.status.value} as the caller read it"
             )
         if recipient.campaign_id != stored.campaign_id:
             raise RepositoryError(f"recipient {recipient.id!r} cannot change campaign")
         index = s.indexes[stored.campaign_id]
-        if recipient.phone != stored.phone and recipient.phone in index.phones:
+        phone_changed = recipient.phone != stored.phone
+        if phone_changed and recipient.phone in index.phones:
             raise RepositoryError(
                 f"recipient {recipient.id!r}: {recipient.phone} is already in the campaign"
             )
-        due = _due_utc(recipient)
+        due = recipient.next_attempt_at
+        if due is not None and due.tzinfo is not UTC:
+            due = _utc(due, "recipient.next_attempt_at")
         new = recipient if recipient.seq == stored.seq else replace(recipient, seq=stored.seq)
-        old_counters = index.counters
-        old_outcomes = dict(index.outcomes)
+        new_status = new.status
         s.recipients[new.id] = new
-        if new.phone != stored.phone:
+        if phone_changed:
             index.phones.discard(stored.phone)
             index.phones.add(new.phone)
         answered_delta = _answered(new) - _answered(stored)
-        if new.status is not stored.status or answered_delta:
-            index.counters = old_counters.moved(
-                stored.status, new.status, answered_delta=answered_delta
-            )
-        self._move_outcome(index, _final_outcome(stored), _final_outcome(new))
-        if new.status is _PENDING and not (
-            stored.status is _PENDING
-            and new.priority == stored.priority
-            and due == _due_utc(stored)
+        if old_status is not new_status or answered_delta:
+            index.move(old_status, new_status, answered_delta)
+        old_outcome = stored.outcome if old_status in _FINAL else None
+        new_outcome = new.outcome if new_status in _FINAL else None
+        old_outcomes = None
+        if old_outcome is not new_outcome:
+            old_outcomes = dict(index.outcomes)
+            self._move_outcome(index, old_outcome, new_outcome)
+        if new_status is _PENDING and not (
+            old_status is _PENDING and new.priority == stored.priority and due == _due_utc(stored)
         ):
             self._push(index, new)
+        self._journal.append(
+            partial(self._unsave_recipient, index, stored, new, answered_delta, old_outcomes)
+        )
 
-        def undo() -> None:
-            s.recipients[stored.id] = stored
-            if new.phone != stored.phone:
-                index.phones.discard(new.phone)
-                index.phones.add(stored.phone)
-            index.counters = old_counters
+    def _unsave_recipient(
+        self,
+        index: _CampaignIndex,
+        stored: Recipient,
+        new: Recipient,
+        answered_delta: int,
+        old_outcomes: dict[CallOutcome, int] | None,
+    ) -> None:
+        """Undo :meth:`save_recipient` (``stored`` was replaced by ``new``)."""
+        self._s.recipients[stored.id] = stored
+        if new.phone != stored.phone:
+            index.phones.discard(new.phone)
+            index.phones.add(stored.phone)
+        if new.status is not stored.status or answered_delta:
+            index.move(new.status, stored.status, -answered_delta)
+        if old_outcomes is not None:
             index.outcomes = old_outcomes
-            self._push(index, stored)  # its entries may have been dropped meanwhile
-
-        self._journal.append(undo)
+        self._push(index, stored)  # its entries may have been dropped meanwhile
 
     @staticmethod
     def _move_outcome(
@@ -538,23 +618,29 @@ class InMemoryUnitOfWork:
         index = s.indexes.get(campaign_id)
         if index is None or limit <= 0:
             return []
-        self._promote(index, now)
+        if (index.waiting and index.waiting[0][0] <= now) or index.watermark is None:
+            self._promote(index, now)
+        elif now > index.watermark:
+            index.watermark = now
         ready = index.ready
+        pop, pending_at = heapq.heappop, self._pending_at
         taken: list[int] = []
         found: list[Recipient] = []
         while ready and len(found) < limit:
-            key = heapq.heappop(ready)
+            key = pop(ready)
             if taken and taken[-1] == key:
                 continue  # a duplicate entry of the recipient just taken
             negative_priority, seq = divmod(key, _SPAN)
-            rec = self._pending_at(index, seq)
+            rec = pending_at(index, seq)
             if rec is None or rec.priority != -negative_priority:
                 continue  # stale entry
-            due = _due_utc(rec)
-            if due is not None and due > now:
-                # Promoted at a later ``now`` than this one: wait again.
-                heapq.heappush(index.waiting, (due, seq))
-                continue
+            due = rec.next_attempt_at
+            if due is not None:
+                due = _utc(due, "recipient.next_attempt_at")
+                if due > now:
+                    # Promoted at a later ``now`` than this one: wait again.
+                    heapq.heappush(index.waiting, (due, seq))
+                    continue
             taken.append(key)
             found.append(rec)
         for key in taken:
@@ -595,7 +681,7 @@ class InMemoryUnitOfWork:
         index = self._index(campaign_id)
         recs = s.recipients
         skipped: list[Recipient] = []
-        old_counters = index.counters
+        old_counts = index.counts.copy()
         old_outcomes = dict(index.outcomes)
         for rid in index.order:
             rec = recs[rid]
@@ -607,17 +693,14 @@ class InMemoryUnitOfWork:
                 self._move_outcome(index, None, rec.outcome)
         if skipped:
             n = len(skipped)
-            index.counters = replace(
-                old_counters,
-                pending=old_counters.pending - n,
-                skipped=old_counters.skipped + n,
-            )
+            index.add(_SLOT[_PENDING], -n)
+            index.add(_SLOT[RecipientStatus.SKIPPED], n)
 
         def undo() -> None:
             for rec in skipped:
                 recs[rec.id] = rec
                 self._push(index, rec)
-            index.counters = old_counters
+            index.restore(old_counts)
             index.outcomes = old_outcomes
 
         self._journal.append(undo)
@@ -654,7 +737,7 @@ class InMemoryUnitOfWork:
             if not a.test_call:
                 s.in_flight_campaign[a.campaign_id] = s.in_flight_campaign.get(a.campaign_id, 0) + 1
         if index is not None and not a.test_call:
-            index.counters = replace(index.counters, attempts=index.counters.attempts + 1)
+            index.add(_ATTEMPTS, 1)
             bisect.insort(index.starts, _utc(a.created_at, "attempt.created_at"))
             duration = _answered_duration(a)
             if duration is not None:
@@ -681,13 +764,65 @@ class InMemoryUnitOfWork:
             if not a.test_call:
                 _decrement(s.in_flight_campaign, a.campaign_id)
         if index is not None and not a.test_call:
-            index.counters = replace(index.counters, attempts=index.counters.attempts - 1)
+            index.add(_ATTEMPTS, -1)
             pos = bisect.bisect_left(index.starts, _utc(a.created_at, "attempt.created_at"))
             del index.starts[pos]
             duration = _answered_duration(a)
             if duration is not None:
                 count, total = index.durations
                 index.durations = (count - 1, total - duration) if count > 1 else (0, 0.0)
+
+    def _swap(self, old: Attempt, new: Attempt) -> None:
+        """``_detach(old)`` then ``_attach(new)`` for two versions of one attempt that share
+        campaign, recipient, workspace, start instant and test flag (every usual update):
+        only what can differ between them is touched."""
+        s = self._s
+        aid = new.id
+        s.attempts[aid] = new
+        siblings = s.attempts_by_recipient[new.recipient_id]
+        if siblings[-1] != aid:
+            siblings.remove(aid)
+            siblings.append(aid)
+        old_provider, old_external = old.provider, old.external_call_id
+        new_provider, new_external = new.provider, new.external_call_id
+        if (
+            old_provider is not None
+            and old_external is not None
+            and (old_provider != new_provider or old_external != new_external)
+            and s.by_external.get((old_provider, old_external)) == aid
+        ):
+            del s.by_external[(old_provider, old_external)]
+        if new_provider is not None and new_external is not None:
+            s.by_external[(new_provider, new_external)] = aid
+        was, now = old.status is not _ENDED, new.status is not _ENDED
+        if was:
+            del s.unfinished[aid]
+        if now:
+            s.unfinished[aid] = None
+        if was and not now:
+            s.in_flight_total -= 1
+            _decrement(s.in_flight_workspace, new.workspace_id)
+            if not new.test_call:
+                _decrement(s.in_flight_campaign, new.campaign_id)
+        elif now and not was:
+            s.in_flight_total += 1
+            s.in_flight_workspace[new.workspace_id] = (
+                s.in_flight_workspace.get(new.workspace_id, 0) + 1
+            )
+            if not new.test_call:
+                s.in_flight_campaign[new.campaign_id] = (
+                    s.in_flight_campaign.get(new.campaign_id, 0) + 1
+                )
+        if not new.test_call and (old.status is _ENDED or new.status is _ENDED):
+            index = s.indexes.get(new.campaign_id)
+            if index is not None:
+                old_duration, new_duration = _answered_duration(old), _answered_duration(new)
+                if old_duration is not None:
+                    count, total = index.durations
+                    index.durations = (count - 1, total - old_duration) if count > 1 else (0, 0.0)
+                if new_duration is not None:
+                    count, total = index.durations
+                    index.durations = (count + 1, total + new_duration)
 
     def _check_external(self, a: Attempt) -> None:
         if a.provider is not None and a.external_call_id is not None:
@@ -712,11 +847,7 @@ class InMemoryUnitOfWork:
             self._index(attempt.campaign_id)
         self._check_external(attempt)
         self._attach(attempt)
-
-        def undo() -> None:
-            self._detach(attempt)
-
-        self._journal.append(undo)
+        self._journal.append(partial(self._detach, attempt))
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
         return self._check().attempts.get(attempt_id)
@@ -745,20 +876,31 @@ class InMemoryUnitOfWork:
         if not attempt.test_call:
             self._index(attempt.campaign_id)
         self._check_external(attempt)
-        self._detach(stored)
-        self._attach(attempt)
+        if (
+            attempt.campaign_id == stored.campaign_id
+            and attempt.recipient_id == stored.recipient_id
+            and attempt.workspace_id == stored.workspace_id
+            and attempt.test_call == stored.test_call
+            and attempt.created_at == stored.created_at
+        ):
+            self._swap(stored, attempt)
+            self._journal.append(partial(self._swap, attempt, stored))
+        else:
+            self._detach(stored)
+            self._attach(attempt)
 
-        def undo() -> None:
-            self._detach(attempt)
-            self._attach(stored)
+            def undo() -> None:
+                self._detach(attempt)
+                self._attach(stored)
 
-        self._journal.append(undo)
+            self._journal.append(undo)
 
     def attempts_for(self, recipient_id: str) -> list[Attempt]:
         """The recipient's attempts by number (then creation)."""
         s = self._check()
         found = [s.attempts[i] for i in s.attempts_by_recipient.get(recipient_id, ())]
-        found.sort(key=lambda a: (a.number, _utc(a.created_at, "")))
+        if len(found) > 1:
+            found.sort(key=lambda a: (a.number, _utc(a.created_at, "")))
         return found
 
     def attempt_starts(
@@ -782,10 +924,13 @@ class InMemoryUnitOfWork:
         """Attempts not ended: by campaign (test calls excluded), by workspace and in
         total (test calls included: they use the provider's capacity)."""
         s = self._check()
-        return InFlightCounts(
-            by_campaign={k: v for k, v in s.in_flight_campaign.items() if v},
-            by_workspace={k: v for k, v in s.in_flight_workspace.items() if v},
-            total=s.in_flight_total,
+        # The dicts never hold a zero (``_decrement`` drops the key), and the copier skips
+        # the converter that would copy them a second time.
+        return _in_flight_counts(
+            _NO_IN_FLIGHT,
+            MappingProxyType(dict(s.in_flight_campaign)),
+            MappingProxyType(dict(s.in_flight_workspace)),
+            s.in_flight_total,
         )
 
     def dial_stats(self, campaign_id: str, now: datetime, day_start: datetime) -> DialStats:
@@ -893,30 +1038,54 @@ class InMemoryRepository:
         self._lock = threading.RLock()
         self._journal: list[_Undo] | None = None
 
-    @contextmanager
-    def transaction(self, *, dispatch_lock: bool = False) -> Iterator[InMemoryUnitOfWork]:
+    def transaction(self, *, dispatch_lock: bool = False) -> _Transaction:
         """Open a unit of work; commit when the block exits, roll back on an exception.
 
         ``dispatch_lock`` is accepted for the port's sake: every in-memory
         transaction already holds the repository's only lock. A nested block on
         the same thread is a savepoint: its exception undoes only its own changes.
         """
-        with self._lock:
-            outer = self._journal is None
-            journal: list[_Undo] = [] if self._journal is None else self._journal
-            mark = len(journal)
-            uow = InMemoryUnitOfWork(self._store, journal)
-            self._journal = journal
-            try:
-                yield uow
-            except BaseException:
+        return _Transaction(self)
+
+
+class _Transaction:
+    """The context manager :meth:`InMemoryRepository.transaction` returns (a class, not a
+    generator: it is entered three times per call attempt)."""
+
+    __slots__ = ("_journal", "_mark", "_outer", "_repo", "_uow")
+
+    def __init__(self, repo: InMemoryRepository) -> None:
+        self._repo = repo
+
+    def __enter__(self) -> InMemoryUnitOfWork:
+        repo = self._repo
+        repo._lock.acquire()
+        journal = repo._journal
+        self._outer = journal is None
+        if journal is None:
+            journal = repo._journal = []
+        self._journal = journal
+        self._mark = len(journal)
+        uow = self._uow = InMemoryUnitOfWork(repo._store, journal)
+        return uow
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        repo = self._repo
+        try:
+            if exc_type is not None:
+                journal, mark = self._journal, self._mark
                 while len(journal) > mark:
                     journal.pop()()
-                raise
-            finally:
-                uow._close()
-                if outer:
-                    self._journal = None
+        finally:
+            self._uow._close()
+            if self._outer:
+                repo._journal = None
+            repo._lock.release()
 
 
 if TYPE_CHECKING:
