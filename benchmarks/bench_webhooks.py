@@ -57,6 +57,7 @@ from outdial.ports import CallEvent, CallStatus, PlacedCall, SystemClock, Webhoo
 from outdial.providers import WebhookVerifier, webhook_for
 from outdial.simulation import sample_numbers
 from outdial.sql import connect
+from outdial.sql.repository import SqlUnitOfWork
 
 __all__ = ["run"]
 
@@ -187,16 +188,26 @@ class Timer:
 
 
 def _statements(engine: Any, apply: Callable[[], object]) -> list[tuple[str, Any]]:
-    """The SQL statements (and parameters) ``apply`` sends."""
+    """The SQL statements (and parameters) ``apply`` sends: through SQLAlchemy and
+    the hot ones outdial sends to the driver itself (``SqlUnitOfWork._run``)."""
     seen: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
         seen.append((statement, params))
 
+    direct = SqlUnitOfWork._run
+
+    def run_recorded(uow: SqlUnitOfWork, statement: Any, params: Any) -> Any:
+        compiled = uow._driver.compiled(statement)
+        seen.append((compiled.sql, compiled.bind(params)))
+        return direct(uow, statement, params)
+
     sa.event.listen(engine, "before_cursor_execute", record)
+    SqlUnitOfWork._run = run_recorded  # type: ignore[method-assign]
     try:
         apply()
     finally:
+        SqlUnitOfWork._run = direct  # type: ignore[method-assign]
         sa.event.remove(engine, "before_cursor_execute", record)
     return seen
 

@@ -78,6 +78,7 @@ from outdial.sql.schema import (
     RECIPIENTS,
     SUPPRESSIONS,
     WORKERS,
+    UtcDateTime,
 )
 
 __all__ = [
@@ -659,6 +660,135 @@ class _Statements:
 
 
 _STATEMENTS = {True: _Statements(postgres=True), False: _Statements(postgres=False)}
+_DISPATCH_LOCK = sa.select(sa.func.pg_advisory_xact_lock(DISPATCH_LOCK_KEY))
+
+
+# -- hot statements straight to the driver ---------------------------------------------------
+
+
+def _sqlite_instant(text: Any) -> datetime:
+    """A stored SQLite instant (``YYYY-MM-DD HH:MM:SS.ffffff``, UTC) as an aware value."""
+    if isinstance(text, datetime):  # pragma: no cover - a driver that parses itself
+        return text if text.tzinfo is not None else text.replace(tzinfo=UTC)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _pg_instant(value: datetime) -> datetime:
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _sqlite_bind(value: Any) -> Any:
+    """A parameter as :class:`~outdial.sql.schema.UtcDateTime` / ``JSON`` store it on
+    SQLite (instants as UTC text with microseconds, documents as JSON text)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not UTC:
+            value = to_utc(value)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value
+
+
+def _pg_bind(value: Any) -> Any:
+    """A parameter as psycopg takes it (aware UTC instants, documents as ``jsonb``)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is UTC else to_utc(value)
+    if isinstance(value, (dict, list)):
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(value)
+    return value
+
+
+def _decoder(type_: Any, postgres: bool) -> Any:
+    if isinstance(type_, UtcDateTime):
+        return _pg_instant if postgres else _sqlite_instant
+    if postgres:
+        return None
+    if isinstance(type_, sa.JSON):
+        return json.loads
+    if isinstance(type_, sa.Boolean):
+        return bool
+    return None
+
+
+class _Compiled:
+    """One statement compiled for one dialect: its SQL text, how to bind its
+    parameters and how to decode the columns of its rows."""
+
+    __slots__ = (
+        "columns",
+        "decoders",
+        "defaults",
+        "names",
+        "positional",
+        "postgres",
+        "sql",
+        "statement",
+    )
+
+    def __init__(self, statement: Any, dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.statement = statement  # kept alive: the cache is keyed by its id
+        self.sql: str = compiled.string
+        self.postgres = dialect.name == "postgresql"
+        self.positional = bool(compiled.positional)
+        self.names: tuple[str, ...] = tuple(
+            compiled.positiontup if compiled.positional else compiled.params
+        )
+        self.defaults: dict[str, Any] = dict(compiled.params)
+        columns = list(getattr(statement, "selected_columns", ()))
+        if not columns and getattr(statement, "_returning", None):
+            columns = list(statement._returning)
+        self.columns: tuple[str, ...] = tuple(c.name for c in columns)
+        self.decoders = tuple(
+            (i, d)
+            for i, d in enumerate(_decoder(c.type, self.postgres) for c in columns)
+            if d is not None
+        )
+
+    def bind(self, params: Mapping[str, Any]) -> Any:
+        convert = _pg_bind if self.postgres else _sqlite_bind
+        defaults = self.defaults
+        if self.positional:
+            return tuple(
+                convert(params[name]) if name in params else defaults[name] for name in self.names
+            )
+        return {
+            name: convert(params[name]) if name in params else defaults[name] for name in self.names
+        }
+
+
+class _Driver:
+    """Sends outdial's hot statements to the DB-API connection itself.
+
+    SQLAlchemy Core costs more per statement (compilation cache look-up, result
+    objects, type processing per column) than SQLite takes to run one, so each
+    statement is compiled once per dialect here (the same SQL text SQLAlchemy
+    sends), its parameters converted the way the column types would convert them,
+    and its rows decoded by column position. Driver errors still come out as
+    SQLAlchemy's wrapped ``DBAPIError`` (``IntegrityError``...), with the same
+    disconnect handling.
+    """
+
+    __slots__ = ("_cache", "_dialect")
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self._dialect = dialect
+        self._cache: dict[int, _Compiled] = {}
+
+    def compiled(self, statement: Any) -> _Compiled:
+        found = self._cache.get(id(statement))
+        if found is not None and found.statement is statement:
+            return found
+        if len(self._cache) >= _UPDATE_STATEMENTS_KEPT * 4:
+            self._cache.clear()
+        found = self._cache[id(statement)] = _Compiled(statement, self._dialect)
+        return found
+
+    def names(self, statement: Any) -> tuple[str, ...]:
+        """The names of the columns ``statement`` selects, in order."""
+        return self.compiled(statement).columns
 
 
 class _Moves:
@@ -711,6 +841,8 @@ class SqlUnitOfWork:
         self._moves = _Moves()
         self._known: set[str] = set()  # campaign ids seen to exist in this transaction
         self._q = _STATEMENTS[self._pg]
+        self._driver = repository._driver
+        self._dbapi: Any = None
         # attempts read with a lock (or written) in this transaction: id -> stored values
         self._held: dict[str, dict[str, Any]] = {}
         # what this transaction already read: campaign id -> (stored counters, value)
@@ -728,6 +860,37 @@ class SqlUnitOfWork:
     def _close(self) -> None:
         self._open = False
 
+    def _run(self, statement: Any, params: Mapping[str, Any]) -> Any:
+        """Execute ``statement`` through the driver (see :class:`_Driver`); the cursor."""
+        if not self._open:
+            raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        compiled = self._driver.compiled(statement)
+        args = compiled.bind(params)
+        dbapi = self._dbapi
+        if dbapi is None:
+            dbapi = self._dbapi = self._conn.connection.driver_connection
+        try:
+            return dbapi.execute(compiled.sql, args)
+        except Exception as exc:  # wrapped (and a lost connection invalidated) as Core does
+            self._conn._handle_dbapi_exception(exc, compiled.sql, args, None, None)
+
+    def _rows(self, statement: Any, params: Mapping[str, Any]) -> list[list[Any]]:
+        """The rows of ``statement``, their columns decoded (instants, JSON, booleans)."""
+        rows = [list(row) for row in self._run(statement, params).fetchall()]
+        decoders = self._driver.compiled(statement).decoders
+        if decoders:
+            for row in rows:
+                for i, decode in decoders:
+                    value = row[i]
+                    if value is not None:
+                        row[i] = decode(value)
+        return rows
+
+    def _dicts(self, statement: Any, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The rows of ``statement`` as column name -> decoded value."""
+        names = self._driver.names(statement)
+        return [dict(zip(names, row, strict=True)) for row in self._rows(statement, params)]
+
     def _stamp(self) -> datetime | None:
         """The ``stamp`` parameter: None on PostgreSQL (its clock stamps), else this
         process's clock, read under SQLite's write lock."""
@@ -736,14 +899,13 @@ class SqlUnitOfWork:
     def _require_campaign(self, campaign_id: str) -> None:
         if campaign_id in self._known:
             return
-        if self._c().execute(_CAMPAIGN_EXISTS, {"id": campaign_id}).first() is None:
+        if not self._rows(_CAMPAIGN_EXISTS, {"id": campaign_id}):
             raise NotFound("campaign", campaign_id)
         self._known.add(campaign_id)
 
     def _flush(self) -> None:
         """Write the counter moves of this transaction: one UPDATE per campaign touched,
         just before commit, so the counters row is locked as briefly as possible."""
-        conn = self._conn
         for campaign_id, moves in self._moves.counters.items():
             if not any(moves.values()):
                 continue
@@ -752,7 +914,7 @@ class SqlUnitOfWork:
             }
             params["d_answered_seconds"] = float(moves.get("answered_seconds", 0.0))
             params["c_id"] = campaign_id
-            conn.execute(_MOVE_COUNTERS, params)
+            self._run(_MOVE_COUNTERS, params)
             seen = self._seen_campaigns.get(campaign_id)
             if seen is not None:  # the moves are in the stored row now
                 stored = {n: int(seen[0].get(n) or 0) + int(moves.get(n, 0)) for n in seen[0]}
@@ -841,10 +1003,10 @@ class SqlUnitOfWork:
                 if campaign.counters == counters
                 else attrs.evolve(campaign, counters=counters)
             )
-        row = self._conn.execute(_GET_CAMPAIGN, {"id": campaign_id}).first()
-        if row is None or (workspace_id is not None and row.workspace_id != workspace_id):
+        rows = self._dicts(_GET_CAMPAIGN, {"id": campaign_id})
+        if not rows or (workspace_id is not None and rows[0]["workspace_id"] != workspace_id):
             raise NotFound("campaign", campaign_id)
-        return self._campaign(row)
+        return self._campaign_from(rows[0])
 
     def save_campaign(self, campaign: Campaign) -> Campaign:
         """Store ``campaign`` with the stored counters and ``version + 1``; returns it.
@@ -1077,10 +1239,10 @@ class SqlUnitOfWork:
         seen = self._seen_recipients.get(recipient_id)
         if seen is not None:
             return seen
-        row = self._conn.execute(_GET_RECIPIENT, {"id": recipient_id}).first()
-        if row is None:
+        rows = self._dicts(_GET_RECIPIENT, {"id": recipient_id})
+        if not rows:
             raise NotFound("recipient", recipient_id)
-        return _recipient_from_row(row)
+        return _recipient_from(rows[0])
 
     def save_recipient(self, recipient: Recipient, previous: Recipient) -> None:
         """Store ``recipient`` (its ``seq`` stays the stored one) and move the counters
@@ -1118,7 +1280,7 @@ class SqlUnitOfWork:
             r_previous_outcome=old_outcome,
         )
         statement = _recipient_update(columns, old_status in _FINAL)
-        if conn.execute(statement, params).rowcount != 1:
+        if self._run(statement, params).rowcount != 1:
             state = conn.execute(_RECIPIENT_STATE, {"id": recipient.id}).first()
             if state is None:
                 raise NotFound("recipient", recipient.id)
@@ -1191,23 +1353,22 @@ class SqlUnitOfWork:
         due), merged. In a PostgreSQL dispatch transaction the rows are locked
         ``FOR UPDATE SKIP LOCKED``.
         """
-        conn = self._c()
+        self._c()
         if limit <= 0:
             return []
         params = {"cid": campaign_id, "now": to_utc(now, "now"), "limit": limit}
         ready, waiting = _READY, _WAITING_DUE
         if self._dispatch:
             ready, waiting = self._q.claim_ready, self._q.claim_waiting
-        found = [_recipient_from_row(row) for row in conn.execute(ready, params)]
-        found += [_recipient_from_row(row) for row in conn.execute(waiting, params)]
+        found = [_recipient_from(m) for m in self._dicts(ready, params)]
+        found += [_recipient_from(m) for m in self._dicts(waiting, params)]
         found.sort(key=lambda r: (-r.priority, r.seq))
         return found[:limit]
 
     def next_due_at(self, campaign_id: str, now: datetime) -> datetime | None:
         """The earliest ``next_attempt_at`` later than ``now`` among pending recipients."""
-        value: datetime | None = (
-            self._c().execute(_NEXT_DUE, {"cid": campaign_id, "now": to_utc(now, "now")}).scalar()
-        )
+        rows = self._rows(_NEXT_DUE, {"cid": campaign_id, "now": to_utc(now, "now")})
+        value: datetime | None = rows[0][0] if rows else None
         return value
 
     def skip_pending(self, campaign_id: str, reason: str, now: datetime) -> int:
@@ -1244,8 +1405,8 @@ class SqlUnitOfWork:
 
     def outcome_counts(self, campaign_id: str) -> Mapping[CallOutcome, int]:
         """Final recipients by their last outcome (recipients without one are left out)."""
-        row = self._c().execute(_COUNTERS_ROW, {"cid": campaign_id}).first()
-        stored = {} if row is None else row._mapping
+        rows = self._dicts(_COUNTERS_ROW, {"cid": campaign_id})
+        stored: Mapping[str, Any] = rows[0] if rows else {}
         moves = self._moves.counters.get(campaign_id, {})
         counts = {
             CallOutcome(outcome): int(stored.get(column) or 0) + int(moves.get(column, 0))
@@ -1255,7 +1416,8 @@ class SqlUnitOfWork:
 
     def duration_totals(self, campaign_id: str) -> tuple[int, float]:
         """(ended, answered, non-test attempts with a duration; their total seconds)."""
-        row = self._c().execute(_DURATIONS, {"cid": campaign_id}).first()
+        rows = self._rows(_DURATIONS, {"cid": campaign_id})
+        row = rows[0] if rows else None
         count, total = (0, 0.0) if row is None else (int(row[0]), float(row[1]))
         moves = self._moves.counters.get(campaign_id, {})
         count += int(moves.get("answered_calls", 0))
@@ -1283,14 +1445,14 @@ class SqlUnitOfWork:
         the recipient already has this attempt number in flight; ``NotFound`` if a
         non-test attempt's campaign does not exist.
         """
-        conn = self._c()
+        self._c()
         to_utc(attempt.created_at, "attempt.created_at")
         if not attempt.test_call:
             self._require_campaign(attempt.campaign_id)
         params = _attempt_values(attempt)
         params["id"] = attempt.id
         params["stamp"] = self._stamp()
-        if conn.execute(self._q.insert_attempt, params).rowcount != 1:
+        if self._run(self._q.insert_attempt, params).rowcount != 1:
             raise RepositoryError(self._attempt_conflict(attempt))
         self._attempt_moves(params, +1)
         self._held[attempt.id] = params
@@ -1322,10 +1484,9 @@ class SqlUnitOfWork:
             f"already belongs to attempt {owner.id!r}"
         )
 
-    def _hold(self, row: Any) -> Attempt:
+    def _hold(self, m: Mapping[str, Any]) -> Attempt:
         """The attempt of a locked ``_WITH_RECIPIENT`` row, remembered so that saving it
         needs no re-read; its recipient is kept for the ``get_recipient`` that follows."""
-        m = row._mapping
         attempt = _attempt_from(m)
         self._held[attempt.id] = {column.name: m[column.name] for column in _ATTEMPT_READ}
         if m["r_id"] is not None:
@@ -1337,18 +1498,16 @@ class SqlUnitOfWork:
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
         """The attempt, or None. On PostgreSQL the row stays locked until commit."""
-        row = self._c().execute(self._q.get_attempt, {"id": attempt_id}).first()
-        return None if row is None else self._hold(row)
+        rows = self._dicts(self._q.get_attempt, {"id": attempt_id})
+        return self._hold(rows[0]) if rows else None
 
     def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
         """The attempt the provider knows as ``external_call_id``; None if none (locked
         until commit on PostgreSQL)."""
-        row = (
-            self._c()
-            .execute(self._q.find_attempt, {"provider": provider, "external": external_call_id})
-            .first()
+        rows = self._dicts(
+            self._q.find_attempt, {"provider": provider, "external": external_call_id}
         )
-        return None if row is None else self._hold(row)
+        return self._hold(rows[0]) if rows else None
 
     def save_attempt(self, attempt: Attempt) -> None:
         """Update an attempt.
@@ -1359,13 +1518,13 @@ class SqlUnitOfWork:
         if its provider call id belongs to another attempt (a unique index decides:
         on PostgreSQL the transaction is then aborted and must be left).
         """
-        conn = self._c()
+        self._c()
         stored = self._held.get(attempt.id)
         if stored is None:
-            row = conn.execute(self._q.stored_attempt, {"id": attempt.id}).first()
-            if row is None:
+            rows = self._dicts(self._q.stored_attempt, {"id": attempt.id})
+            if not rows:
                 raise NotFound("attempt", attempt.id)
-            stored = dict(row._mapping)
+            stored = rows[0]
         if stored["claim_token"] > attempt.claim_token:
             raise StaleClaim(attempt.id, attempt.claim_token)
         to_utc(attempt.created_at, "attempt.created_at")
@@ -1381,7 +1540,7 @@ class SqlUnitOfWork:
         params["a_id"] = attempt.id
         params["stamp"] = self._stamp()
         try:
-            conn.execute(self._q.update_attempt(columns), params)
+            self._run(self._q.update_attempt(columns), params)
         except sa.exc.IntegrityError as exc:
             # The unique index on (provider, external_call_id) refused it (no read
             # beforehand: this is the write every placed call makes). On PostgreSQL
@@ -1395,8 +1554,7 @@ class SqlUnitOfWork:
 
     def attempts_for(self, recipient_id: str) -> list[Attempt]:
         """The recipient's attempts by number (then creation)."""
-        rows = self._c().execute(_ATTEMPTS_FOR, {"rid": recipient_id})
-        return [_attempt_from_row(row) for row in rows]
+        return [_attempt_from(m) for m in self._dicts(_ATTEMPTS_FOR, {"rid": recipient_id})]
 
     def attempt_starts(
         self, recipient_ids: Iterable[str], since: datetime
@@ -1418,7 +1576,7 @@ class SqlUnitOfWork:
         by_campaign: dict[str, int] = {}
         by_workspace: dict[str, int] = {}
         total = 0
-        for campaign_id, workspace_id, test_call, n in self._c().execute(_IN_FLIGHT):
+        for campaign_id, workspace_id, test_call, n in self._rows(_IN_FLIGHT, {}):
             total += n
             by_workspace[workspace_id] = by_workspace.get(workspace_id, 0) + n
             if not test_call:
@@ -1435,18 +1593,18 @@ class SqlUnitOfWork:
         needs the newest ``calls_per_minute`` starts and a comparison with
         ``daily_cap``, so its decisions are the same).
         """
-        conn = self._c()
+        self._c()
         now = to_utc(now, "now")
         day_start = to_utc(day_start, "day_start")
-        pacing = conn.execute(_LAST_AND_PACING, {"cid": campaign_id, "now": now}).first()
-        last: datetime | None = None if pacing is None else pacing.last
-        if pacing is None or last is None:
+        rows = self._rows(_LAST_AND_PACING, {"cid": campaign_id, "now": now})
+        if not rows or rows[0][0] is None:
             return DialStats()
-        per_minute = int(pacing.calls_per_minute or 0)
-        cap = int(pacing.daily_cap or 0)
+        last: datetime = rows[0][0]
+        per_minute = int(rows[0][1] or 0)
+        cap = int(rows[0][2] or 0)
         minute: tuple[datetime, ...] = ()
         if last > now - _MINUTE:
-            newest = conn.execute(
+            newest = self._rows(
                 _STARTS_BETWEEN,
                 {
                     "cid": campaign_id,
@@ -1454,11 +1612,11 @@ class SqlUnitOfWork:
                     "now": now,
                     "keep": max(per_minute, MINUTE_STARTS_KEPT),
                 },
-            ).scalars()
-            minute = tuple(reversed(list(newest)))
+            )
+            minute = tuple(row[0] for row in reversed(newest))
         today = 0
         if last >= day_start:
-            today = conn.execute(
+            today = self._rows(
                 _COUNT_STARTS,
                 {
                     "cid": campaign_id,
@@ -1466,7 +1624,7 @@ class SqlUnitOfWork:
                     "now": now,
                     "keep": max(cap, DAY_STARTS_COUNTED),
                 },
-            ).scalar_one()
+            )[0][0]
         return DialStats(starts_since_minute=minute, last_start_at=last, starts_today=today)
 
     def unfinished_attempts(self, *, started_before: datetime) -> list[Attempt]:
@@ -1527,6 +1685,8 @@ class SqlRepository:
         self._local = threading.local()
         # campaign id -> (stored columns, decoded campaign): see SqlUnitOfWork._campaign
         self._campaigns: dict[str, tuple[tuple[Any, ...], Campaign]] = {}
+        self._driver = _Driver(engine.dialect)
+        self._kept: sa.Connection | None = None  # SQLite: see _connection
 
     def __repr__(self) -> str:
         return f"SqlRepository({self.url!r})"
@@ -1539,6 +1699,9 @@ class SqlRepository:
 
     def close(self) -> None:
         """Close every pooled connection (the repository may be used again afterwards)."""
+        if self._serial is not None:
+            with self._serial:
+                self._drop_kept()
         self.engine.dispose()
 
     @property
@@ -1563,10 +1726,10 @@ class SqlRepository:
             return
         with self._serial if self._serial is not None else nullcontext():
             try:
-                with self.engine.connect() as conn, conn.begin():
-                    if dispatch_lock and self.postgres:
-                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DISPATCH_LOCK_KEY)))
+                with self._connection() as conn, conn.begin():
                     uow = SqlUnitOfWork(self, conn, dispatch=dispatch_lock)
+                    if dispatch_lock and self.postgres:
+                        uow._run(_DISPATCH_LOCK, {})
                     self._local.uow = uow
                     try:
                         yield uow
@@ -1576,6 +1739,38 @@ class SqlRepository:
                         self._local.uow = None
             except sa.exc.DBAPIError as exc:
                 raise self._translate(exc) from exc
+
+    @contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        """A connection for one transaction.
+
+        PostgreSQL: one from the pool. SQLite: this process's transactions take
+        turns on ``_serial`` anyway, so they share one connection, kept checked
+        out between them (a pool check-out and check-in per transaction cost more
+        than a small transaction itself); a database error drops it.
+        """
+        if self._serial is None:
+            with self.engine.connect() as pooled:
+                yield pooled
+            return
+        kept = self._kept
+        if kept is None or kept.closed or kept.invalidated:
+            kept = self._kept = self.engine.connect()
+        conn: sa.Connection = kept
+        try:
+            yield conn
+        except Exception as exc:
+            if isinstance(exc, sa.exc.DBAPIError):
+                self._drop_kept()
+            raise
+        except BaseException:
+            self._drop_kept()
+            raise
+
+    def _drop_kept(self) -> None:
+        conn, self._kept = self._kept, None
+        if conn is not None:
+            conn.close()
 
     @contextmanager
     def _savepoint(self, outer: SqlUnitOfWork) -> Iterator[SqlUnitOfWork]:
