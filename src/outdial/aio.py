@@ -74,8 +74,7 @@ class AsyncDialer(_Base):
     async def submit(self, event: CallEvent) -> EventResult:
         """Apply a provider event (e.g. from a webhook) and wake the dialer."""
         result = await self._db(self.core.apply_event, self.clock.now(), event)
-        self.events_applied += result.effect is not None
-        self._log_result(result, event)
+        self._applied(result, event)
         self.wake()
         return result
 
@@ -213,9 +212,7 @@ class AsyncDialer(_Base):
         for source in self._event_sources():
             for event in source.due_events(now):
                 result = await self._db(self.core.apply_event, now, event)
-                self.events_applied += result.effect is not None
-                freed += result.freed
-                self._log_result(result, event)
+                freed += self._applied(result, event)
                 n += 1
         return n, freed
 
@@ -232,16 +229,13 @@ class AsyncDialer(_Base):
         last = len(events) - 1
         for event in events[:last]:
             result = await self._db(self.core.apply_event, now, event)
-            self.events_applied += result.effect is not None
-            freed += result.freed
-            self._log_result(result, event)
+            freed += self._applied(result, event)
         event = events[last]
         force = bool(freed) or self._tick_due(now, wake)
         result, dispatched = await self._db(
             partial(self.core.apply_event_and_dispatch, now, event, dispatch=force)
         )
-        self.events_applied += result.effect is not None
-        self._log_result(result, event)
+        self._applied(result, event)
         if dispatched is None:
             return len(events), False, wake
         claims, plan = dispatched

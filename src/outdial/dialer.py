@@ -166,6 +166,12 @@ class _Base:
         times.extend(self._recheck.values())
         return min(times) if times else None
 
+    def _applied(self, result: EventResult, event: CallEvent) -> int:
+        """Count and log one applied event; 1 when it freed a slot, else 0."""
+        self.events_applied += result.effect is not None
+        self._log_result(result, event)
+        return int(result.freed)
+
     def _log_result(self, result: EventResult, event: CallEvent) -> None:
         if result.effect is None:
             self.log.warning(
@@ -237,8 +243,7 @@ class Dialer(_Base):
     def submit(self, event: CallEvent) -> EventResult:
         """Apply a provider event (e.g. from a webhook) and wake the dialer."""
         result = self.core.apply_event(self.clock.now(), event)
-        self.events_applied += result.effect is not None
-        self._log_result(result, event)
+        self._applied(result, event)
         self.wake()
         return result
 
@@ -394,9 +399,7 @@ class Dialer(_Base):
         for source in self._event_sources():
             for event in source.due_events(now):
                 result = self.core.apply_event(now, event)
-                self.events_applied += result.effect is not None
-                freed += result.freed
-                self._log_result(result, event)
+                freed += self._applied(result, event)
                 n += 1
         return n, freed
 
@@ -413,15 +416,12 @@ class Dialer(_Base):
         last = len(events) - 1
         for event in events[:last]:
             result = self.core.apply_event(now, event)
-            self.events_applied += result.effect is not None
-            freed += result.freed
-            self._log_result(result, event)
+            freed += self._applied(result, event)
         event = events[last]
         result, dispatched = self.core.apply_event_and_dispatch(
             now, event, dispatch=bool(freed) or self._tick_due(now, wake)
         )
-        self.events_applied += result.effect is not None
-        self._log_result(result, event)
+        self._applied(result, event)
         if dispatched is None:
             return len(events), False, wake
         claims, plan = dispatched

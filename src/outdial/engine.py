@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from outdial._attrs import copier, replace
-from outdial._time import UTC, require_aware
+from outdial._time import local_midnight, require_aware
 from outdial.calendar import ALWAYS_OPEN, BusinessHours, Calendar
 from outdial.campaign import Campaign, CampaignAction, CampaignStatus
 from outdial.compliance import RuleSet, get_rule_set
@@ -318,13 +318,13 @@ class Engine:
         """Start of the campaign-local calendar day containing ``now`` (for the daily cap)."""
         zone = ZoneInfo(campaign.timezone)
         local = now.astimezone(zone)
-        return _local_midnight(local.date(), zone)
+        return local_midnight(local.date(), zone)
 
     @staticmethod
     def next_day_start(campaign: Campaign, now: datetime) -> datetime:
         zone = ZoneInfo(campaign.timezone)
         local = now.astimezone(zone)
-        return _local_midnight(local.date() + timedelta(days=1), zone)
+        return local_midnight(local.date() + timedelta(days=1), zone)
 
     def candidates_wanted(self, campaign: Campaign, capacity: int) -> int:
         """How many due recipients a runner should load for a campaign with ``capacity``:
@@ -867,10 +867,3 @@ def _counted_starts(history: Sequence[Attempt], include: Attempt) -> list[dateti
     }
     starts[include.id] = include.created_at
     return sorted(starts.values())
-
-
-def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """The first instant of ``day`` in ``zone`` (UTC). A day that starts in a DST gap
-    (America/Santiago, America/Havana) starts when the clock jumps, which is
-    exactly what ``fold=0`` gives for the missing midnight."""
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from outdial.campaign import AgentSettings, Campaign, CampaignStatus
+from outdial.errors import ConfigurationError
 from outdial.events import DomainEvent
 from outdial.outcomes import CallOutcome
 from outdial.recipient import Attempt, Recipient, RecipientStatus
@@ -44,6 +45,7 @@ __all__ = [
     "SystemClock",
     "UnitOfWork",
     "WebhookRequest",
+    "page_bounds",
 ]
 
 
@@ -229,6 +231,16 @@ class Page:
     @property
     def total_pages(self) -> int:
         return max(1, -(-self.total // self.page_size))
+
+
+def page_bounds(page: int, page_size: int) -> tuple[int, int]:
+    """``(offset, limit)`` of a 1-based ``page``; every adapter's listings use it, so they
+    refuse the same bad input with the same :class:`ConfigurationError`."""
+    if page < 1:
+        raise ConfigurationError("page", page, "must be 1 or more")
+    if page_size < 1:
+        raise ConfigurationError("page_size", page_size, "must be 1 or more")
+    return (page - 1) * page_size, page_size
 
 
 @attrs.frozen

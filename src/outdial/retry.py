@@ -32,7 +32,7 @@ import contextlib
 import enum
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -41,7 +41,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from outdial._time import UTC, require_aware, to_utc
+from outdial._time import local_midnight, require_aware, to_utc
 from outdial.errors import ConfigurationError, InvalidRetryPolicy, UnknownTimeZone
 from outdial.outcomes import DEFAULT_RETRYABLE_OUTCOMES, CallOutcome
 from outdial.recipient import RecipientStatus
@@ -202,16 +202,6 @@ def _load_zone(name: object) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise UnknownTimeZone(name) from exc
-
-
-def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """The instant (UTC) local ``day`` starts in ``zone``.
-
-    A midnight that does not exist (America/Santiago 2026-09-06, clocks jump
-    00:00 -> 01:00) resolves with ``fold=0`` to the pre-transition offset, which
-    is exactly the instant the day starts (01:00 new time).
-    """
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
 # -- backoffs ----------------------------------------------------------------------------
@@ -424,7 +414,7 @@ class DailyCap:
         )
         if used < self.max_attempts:
             return None
-        return _local_midnight(today + timedelta(days=1), zone)
+        return local_midnight(today + timedelta(days=1), zone)
 
     def __str__(self) -> str:
         return f"at most {self.max_attempts} attempts per calendar day in {self.timezone}"

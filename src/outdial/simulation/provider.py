@@ -68,6 +68,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
+from outdial._async_face import AsyncFace
 from outdial._attrs import copier
 from outdial._time import require_aware
 from outdial.errors import ConfigurationError, ProviderRejected, ProviderUnavailable
@@ -862,7 +863,7 @@ class SimulatedProvider:
         )
 
 
-class AsyncSimulatedProvider:
+class AsyncSimulatedProvider(AsyncFace[SimulatedProvider]):
     """The :class:`~outdial.ports.AsyncCallProvider` face of a
     :class:`SimulatedProvider` (made by :meth:`SimulatedProvider.as_async`).
 
@@ -870,27 +871,3 @@ class AsyncSimulatedProvider:
     are the same whichever face is used. ``next_event_at`` / ``due_events``
     stay synchronous (the :class:`~outdial.ports.EventSource` protocol).
     """
-
-    def __init__(self, provider: SimulatedProvider) -> None:
-        self.sync = provider
-        self.name = provider.name
-
-    def __repr__(self) -> str:
-        return f"AsyncSimulatedProvider({self.sync!r})"
-
-    async def place_call(self, request: DialRequest) -> PlacedCall:
-        return self.sync.place_call(request)
-
-    async def cancel_call(self, external_call_id: str) -> None:
-        self.sync.cancel_call(external_call_id)
-
-    async def fetch_call(
-        self, *, attempt_id: str, external_call_id: str | None
-    ) -> CallEvent | None:
-        return self.sync.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
-
-    def next_event_at(self) -> datetime | None:
-        return self.sync.next_event_at()
-
-    def due_events(self, now: datetime) -> list[CallEvent]:
-        return self.sync.due_events(now)

@@ -57,7 +57,6 @@ from outdial._time import UTC, to_utc
 from outdial.calendar import BusinessHours
 from outdial.campaign import AgentSettings, Campaign, CampaignCounters, CampaignStatus, ScheduleType
 from outdial.errors import (
-    ConfigurationError,
     DatabaseUnavailable,
     NotFound,
     OutdialError,
@@ -65,7 +64,7 @@ from outdial.errors import (
     StaleClaim,
 )
 from outdial.outcomes import CallOutcome
-from outdial.ports import DialStats, InFlightCounts, Page
+from outdial.ports import DialStats, InFlightCounts, Page, page_bounds
 from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
 from outdial.retry import RetryPolicy
 from outdial.serialization import structure, unstructure
@@ -333,14 +332,6 @@ def _answered_duration(status: str, outcome: str | None, duration: float | None)
 def _first_line(exc: sa.exc.DBAPIError) -> str:
     text = str(exc.orig if exc.orig is not None else exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _page_bounds(page: int, page_size: int) -> tuple[int, int]:
-    if page < 1:
-        raise ConfigurationError("page", page, "must be 1 or more")
-    if page_size < 1:
-        raise ConfigurationError("page_size", page_size, "must be 1 or more")
-    return (page - 1) * page_size, page_size
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -1054,7 +1045,7 @@ class SqlUnitOfWork:
         """A page of the workspace's campaigns, newest first; ``search`` matches the name
         case-insensitively; deleted campaigns only with ``include_deleted``."""
         conn = self._c()
-        offset, limit = _page_bounds(page, page_size)
+        offset, limit = page_bounds(page, page_size)
         conditions: list[Any] = [_C.workspace_id == workspace_id]
         if not include_deleted:
             conditions.append(_C.deleted_at.is_(None))
@@ -1316,7 +1307,7 @@ class SqlUnitOfWork:
         """A page of the campaign's recipients in ``seq`` order; ``search`` matches
         phone, first name, last name or email case-insensitively."""
         conn = self._c()
-        offset, limit = _page_bounds(page, page_size)
+        offset, limit = page_bounds(page, page_size)
         conditions: list[Any] = [_R.campaign_id == campaign_id]
         if statuses:
             conditions.append(_R.status.in_([s.value for s in statuses]))

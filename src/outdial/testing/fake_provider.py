@@ -37,6 +37,7 @@ from datetime import datetime, timedelta, timezone
 
 import attrs
 
+from outdial._async_face import AsyncFace
 from outdial._time import require_aware
 from outdial.errors import (
     ConfigurationError,
@@ -448,31 +449,7 @@ def _event_id(external_id: str, status: str, sequence: int | None) -> str:
     return f"{external_id}:{status}" if sequence is None else f"{external_id}:{sequence}"
 
 
-class AsyncFakeProvider:
+class AsyncFakeProvider(AsyncFace[FakeProvider]):
     """The :class:`~outdial.ports.AsyncCallProvider` face of a
     :class:`FakeProvider` (made by :meth:`FakeProvider.as_async`); scripting,
     records and events are shared with it through :attr:`sync`."""
-
-    def __init__(self, provider: FakeProvider) -> None:
-        self.sync = provider
-        self.name = provider.name
-
-    def __repr__(self) -> str:
-        return f"AsyncFakeProvider({self.sync!r})"
-
-    async def place_call(self, request: DialRequest) -> PlacedCall:
-        return self.sync.place_call(request)
-
-    async def cancel_call(self, external_call_id: str) -> None:
-        self.sync.cancel_call(external_call_id)
-
-    async def fetch_call(
-        self, *, attempt_id: str, external_call_id: str | None
-    ) -> CallEvent | None:
-        return self.sync.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
-
-    def next_event_at(self) -> datetime | None:
-        return self.sync.next_event_at()
-
-    def due_events(self, now: datetime) -> list[CallEvent]:
-        return self.sync.due_events(now)

@@ -49,9 +49,9 @@ import attrs
 from outdial._attrs import copier, replace
 from outdial._time import UTC, to_utc
 from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
-from outdial.errors import ConfigurationError, NotFound, RepositoryError, StaleClaim
+from outdial.errors import NotFound, RepositoryError, StaleClaim
 from outdial.outcomes import CallOutcome
-from outdial.ports import DialStats, InFlightCounts, Page
+from outdial.ports import DialStats, InFlightCounts, Page, page_bounds
 from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
 
 __all__ = ["InMemoryRepository", "InMemoryUnitOfWork"]
@@ -115,15 +115,6 @@ def _answered_duration(attempt: Attempt) -> float | None:
 _with_counters = copier(Campaign, "counters")
 #: ``_in_flight_counts(template, by_campaign, by_workspace, total)``, skipping converters
 _in_flight_counts = copier(InFlightCounts, "by_campaign", "by_workspace", "total")
-
-
-def _page_bounds(page: int, page_size: int) -> tuple[int, int]:
-    if page < 1:
-        raise ConfigurationError("page", page, "must be 1 or more")
-    if page_size < 1:
-        raise ConfigurationError("page_size", page_size, "must be 1 or more")
-    start = (page - 1) * page_size
-    return start, start + page_size
 
 
 #: Positions in :attr:`_CampaignIndex.counts`, in :class:`CampaignCounters` field order.
@@ -336,7 +327,8 @@ class InMemoryUnitOfWork:
         """A page of the workspace's campaigns, newest first; ``search`` matches the name
         case-insensitively; deleted campaigns only with ``include_deleted``."""
         s = self._check()
-        start, stop = _page_bounds(page, page_size)
+        start, limit = page_bounds(page, page_size)
+        stop = start + limit
         wanted = frozenset(statuses)
         needle = search.casefold() if search else None
         found = [
@@ -554,7 +546,8 @@ class InMemoryUnitOfWork:
         """A page of the campaign's recipients in ``seq`` order; ``search`` matches
         phone, first name, last name or email case-insensitively."""
         s = self._check()
-        start, stop = _page_bounds(page, page_size)
+        start, limit = page_bounds(page, page_size)
+        stop = start + limit
         index = s.indexes.get(campaign_id)
         if index is None:
             return Page(items=(), page=page, page_size=page_size, total=0)
