@@ -19,6 +19,7 @@ from outdial import (
     BusinessHours,
     CallEvent,
     CallOutcome,
+    CallPlaced,
     CallStatus,
     CampaignService,
     CampaignStatus,
@@ -375,3 +376,128 @@ def test_fused_event_and_dispatch_keeps_the_event_when_the_dispatch_fails() -> N
         campaign = uow.get_campaign(cid)
     assert attempt is not None and attempt.status is AttemptStatus.ENDED  # the event stayed
     assert campaign.counters.completed == 1 and campaign.counters.in_flight == 0
+
+
+class _CountingRepository(InMemoryRepository):
+    """Counts outermost transactions (savepoints are not commits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = 0
+
+    def transaction(self, *, dispatch_lock: bool = False) -> Any:
+        if self._journal is None:
+            self.commits += 1
+        return super().transaction(dispatch_lock=dispatch_lock)
+
+
+def test_virtual_time_commits_about_once_per_call() -> None:
+    # the event, the dispatch it triggers and the record of the previous placements share
+    # one transaction (it was three before: event + dispatch, then one per placement)
+    clock = VirtualClock(MONDAY_8AM_NY)
+    repo = _CountingRepository()
+    provider = SimulatedProvider(clock, SimulationProfile(), seed=2)
+    service = CampaignService(repo, clock=clock, providers=provider)
+    campaign = service.create(
+        "w1",
+        name="Count",
+        agent=AgentSettings(provider="simulated"),
+        concurrency_limit=10,
+        retry_policy=RetryPolicy(max_attempts=1),  # no retries: every step is a call ending
+        recipients=[{"phone_number": p} for p in sample_numbers(300, seed=2)],
+    )
+    service.start("w1", campaign.id)
+    before = repo.commits
+    dialer = Dialer(
+        repo, provider, clock=clock, rng=random.Random(1), reconcile_interval=timedelta(hours=1)
+    )
+    summary = dialer.run_until_idle()
+    assert summary.calls_placed == 300
+    assert repo.commits - before <= summary.calls_placed * 1.1 + 10
+    check_campaign(repo, campaign.id, now=clock.now())
+
+
+def test_a_run_stopped_early_leaves_every_placed_call_recorded() -> None:
+    service, repo, clock, provider, bus, cid = setup(30, hours=None, concurrency=5)
+    dialer = Dialer(repo, provider, clock=clock, events=bus, rng=random.Random(1))
+    dialer.run_until_idle(max_ticks=4)
+    placed = {c.attempt_id for c in provider.call_log()}
+    assert placed
+    with repo.transaction() as uow:
+        for attempt_id in placed:
+            attempt = uow.get_attempt(attempt_id)
+            assert attempt is not None and attempt.status is not AttemptStatus.DIALING
+            recipient = uow.get_recipient(attempt.recipient_id)
+            assert recipient.status is not RecipientStatus.QUEUED
+    assert sum(isinstance(e, CallPlaced) for e in bus.history) == len(placed)
+
+
+def test_recording_a_round_of_placements_survives_one_bad_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from outdial.dispatch import DialerCore
+    from outdial.errors import RepositoryError
+    from outdial.testing.memory import InMemoryUnitOfWork
+
+    service, repo, clock, provider, bus, cid = setup(3, hours=None, concurrency=2)
+    core = DialerCore(repo)
+    now = clock.now()
+    claims, _ = core.dispatch(now)
+    assert len(claims) == 2
+    placements = [(now, c, provider.place_call(c.request)) for c in claims]
+    save = InMemoryUnitOfWork.save_attempt
+
+    def failing(self: InMemoryUnitOfWork, attempt: Any) -> None:
+        if attempt.id == claims[0].attempt.id:
+            raise RepositoryError("cannot write this one")
+        save(self, attempt)
+
+    monkeypatch.setattr(InMemoryUnitOfWork, "save_attempt", failing)
+    with pytest.raises(RepositoryError, match="cannot write this one"):
+        core.record_placements(placements)
+    monkeypatch.undo()
+    with repo.transaction() as uow:
+        first = uow.get_attempt(claims[0].attempt.id)
+        second = uow.get_attempt(claims[1].attempt.id)
+    assert first is not None and first.status is AttemptStatus.DIALING  # reconciled later
+    assert second is not None and second.status is AttemptStatus.PLACED
+
+
+def test_placements_recorded_with_an_event_are_kept_or_handed_back_as_committed() -> None:
+    from outdial.dispatch import DialerCore
+
+    service, repo, clock, provider, bus, cid = setup(4, hours=None, concurrency=2)
+    core = DialerCore(repo, events=bus)
+    now = clock.now()
+    claims, _ = core.dispatch(now)
+    core.record_placed(now, claims[0], provider.place_call(claims[0].request))
+    placed = [(now, claims[1], provider.place_call(claims[1].request))]
+    ended = CallEvent(
+        "simulated", CallStatus.ENDED, attempt_id=claims[0].attempt.id, outcome=CallOutcome.BUSY
+    )
+
+    def status(attempt_id: str) -> AttemptStatus:
+        with repo.transaction() as uow:
+            attempt = uow.get_attempt(attempt_id)
+        assert attempt is not None
+        return attempt.status
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("engine broke")
+
+    # the event fails: nothing is committed and the placement is handed back
+    core.engine.on_event = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError, match="engine broke"):
+        core.apply_event_and_dispatch(now, ended, placed=placed)
+    assert len(placed) == 1 and status(claims[1].attempt.id) is AttemptStatus.DIALING
+    del core.engine.on_event
+
+    # only the dispatch fails: the event and the placement are committed, once
+    core.engine.plan = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError, match="engine broke"):
+        core.apply_event_and_dispatch(now, ended, placed=placed)
+    assert placed == []
+    assert status(claims[1].attempt.id) is AttemptStatus.PLACED
+    assert status(claims[0].attempt.id) is AttemptStatus.ENDED
+    recorded = [e for e in bus.history if isinstance(e, CallPlaced)]
+    assert [e.attempt_id for e in recorded] == [claims[0].attempt.id, claims[1].attempt.id]

@@ -419,3 +419,50 @@ def test_dial_error_after_a_faster_webhook_changes_nothing() -> None:
     err = ProviderUnavailable("late 503", placed=False)
     d = Engine().on_dial_error(NOW, campaign(), done, completed, err, [])
     assert d.effect is Effect.DUPLICATE and d.recipient is None and d.attempt is None
+
+
+def test_next_due_time_is_only_loaded_when_a_free_slot_could_stay_free() -> None:
+    engine = Engine()
+    c = campaign()
+    assert not engine.needs_next_due(c, 0, 0, 0)  # no free slot: the next call ending wakes us
+    assert engine.needs_next_due(c, 3, 2, 6)  # fewer due than wanted: wake at the next due
+    # more due than it can dial and nothing shared to stop it: it dials them or looks again
+    assert not engine.needs_next_due(c, 3, 6, 6)
+    limited = Engine(EngineConfig(workspace_limits={"w1": 2}))
+    assert limited.needs_next_due(c, 3, 6, 6)  # the workspace limit may leave slots free
+    assert Engine(EngineConfig(global_limit=4)).needs_next_due(c, 3, 6, 6)
+
+
+def test_a_plan_without_the_next_due_time_wakes_as_one_with_it() -> None:
+    # what needs_next_due promises: when it says no, next_due_at cannot change the plan
+    engine = Engine()
+    c = campaign(concurrency_limit=2)
+    due = [recipient(n) for n in range(1, 5)]
+    later = NOW + timedelta(minutes=7)
+    compared = 0
+    for capacity_left in (0, 1, 2):
+        in_flight = InFlightCounts({"c1": 2 - capacity_left}, {"w1": 2 - capacity_left}, 2)
+        wanted = engine.candidates_wanted(c, capacity_left)
+        loaded = due[:wanted]
+        if engine.needs_next_due(c, capacity_left, len(loaded), wanted):
+            continue
+        plans = [
+            engine.plan(
+                NOW,
+                Snapshot(
+                    (
+                        shot(
+                            c,
+                            loaded,
+                            candidates_truncated=bool(wanted),
+                            next_due_at=next_due,
+                        ),
+                    ),
+                    in_flight,
+                ),
+            )
+            for next_due in (None, later)
+        ]
+        assert plans[0] == plans[1]
+        compared += bool(plans[0].dials)
+    assert compared == 2

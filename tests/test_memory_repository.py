@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from datetime import timedelta
 
 import pytest
@@ -146,3 +148,41 @@ def test_claim_work_does_not_grow_with_campaign_size(monkeypatch: pytest.MonkeyP
     small = _entries_inspected_to_claim(1_000, monkeypatch)
     large = _entries_inspected_to_claim(10_000, monkeypatch)
     assert small == large == 50
+
+
+def test_values_a_transaction_replaced_are_freed_without_the_garbage_collector() -> None:
+    # The undo journal refers to the unit of work, which refers to the journal: the
+    # cycle is broken when the transaction ends, so replaced values are freed at once
+    # (left to the collector, they were promoted and made it walk the whole store).
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([make_recipient(campaign, phone(1))])
+    with repo.transaction() as uow:
+        (old,) = uow.due_recipients(campaign.id, T0, 1)
+        gone = weakref.ref(old)
+    gc.disable()
+    try:
+        with repo.transaction() as uow, repo.transaction() as savepoint:
+            savepoint.save_recipient(old.moved_to(RecipientStatus.QUEUED), old)
+        del old, uow, savepoint
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+def test_attempts_for_sorts_attempts_recorded_out_of_order() -> None:
+    from outdial.recipient import Attempt
+
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+        for number in (2, 1, 3):
+            uow.add_attempt(
+                Attempt(f"a{number}", campaign.id, rec.id, rec.workspace_id, number, rec.phone, T0)
+            )
+        assert [a.number for a in uow.attempts_for(rec.id)] == [1, 2, 3]

@@ -10,7 +10,12 @@ Two ways to run it:
 - :meth:`Dialer.run_until_idle` runs until nothing is left to do. With a
   :class:`~outdial.simulation.VirtualClock` it never sleeps: it jumps the clock
   to the next instant something happens (a call ends, a retry is due, a window
-  opens), so a whole campaign runs in milliseconds.
+  opens), so a whole campaign runs in milliseconds. There, nothing else runs
+  between two steps, so a step is one transaction: the last event due at an
+  instant, the dispatch it triggers and the records of the calls placed since
+  the previous step (in the order they happened). Claims are still committed
+  before any provider is asked to dial, and every placement is recorded before
+  the run returns.
 - :meth:`Dialer.start` / :meth:`Dialer.stop` run it in a background thread for
   a service. It is event-driven: :meth:`Dialer.submit` (a webhook) or
   :meth:`Dialer.wake` wakes it at once, so a call that ends frees its slot and
@@ -28,7 +33,7 @@ from typing import Any
 import attrs
 import structlog
 
-from outdial.dispatch import Claim, DialerCore, EventResult
+from outdial.dispatch import Claim, DialerCore, EventResult, Placement
 from outdial.engine import Effect, Engine, Plan
 from outdial.errors import ProviderError, ProviderUnavailable
 from outdial.phone import mask_phone
@@ -152,19 +157,29 @@ class _Base:
         as the dispatch it triggers: only with one source (so events are applied in the
         same order) and nothing to reconcile first (which a tick does before its
         dispatch)."""
-        sources = self._event_sources()
-        if len(sources) != 1 or self._reconcile_due(now):
+        sources = self._sources
+        if sources is None:
+            sources = self._event_sources()
+        if len(sources) != 1:
+            return None
+        # _reconcile_due(now), inline: this runs twice per call in virtual time
+        reconcile = self._next_reconcile
+        if reconcile is None or reconcile <= now:
+            return None
+        if self._recheck and any(t <= now for t in self._recheck.values()):
             return None
         return sources[0]
 
     def _next_wake(self, wake: datetime | None) -> datetime | None:
-        times = [wake] if wake is not None else []
+        best = wake
         for source in self._event_sources():
             t = source.next_event_at()
-            if t is not None:
-                times.append(t)
-        times.extend(self._recheck.values())
-        return min(times) if times else None
+            if t is not None and (best is None or t < best):
+                best = t
+        for t in self._recheck.values():
+            if best is None or t < best:
+                best = t
+        return best
 
     def _applied(self, result: EventResult, event: CallEvent) -> int:
         """Count and log one applied event; 1 when it freed a slot, else 0."""
@@ -207,6 +222,10 @@ class Dialer(_Base):
             if placement_threads
             else None
         )
+        # Calls placed but not yet recorded: in virtual time, the records of one round are
+        # written together, or with the next event, in one transaction (see _flush_placed).
+        self._placements: list[Placement] = []
+        self._defer_records = False
         self._cond = threading.Condition()
         self._woken = False
         self._stopping = False
@@ -219,6 +238,7 @@ class Dialer(_Base):
 
         Returns the instant the engine next needs to look (None: only on events).
         """
+        self._flush_placed()
         now = self.clock.now()
         self._reconcile(now)
         claims, plan = self.core.dispatch(now)
@@ -235,6 +255,7 @@ class Dialer(_Base):
             if plan.wake_at is not None and plan.wake_at <= now:
                 # the engine can do more right now (a campaign activated, recipients were
                 # skipped, more due recipients wait behind those it looked at)
+                self._flush_placed()
                 now = self.clock.now()
                 claims, plan = self.core.dispatch(now)
                 continue
@@ -242,6 +263,7 @@ class Dialer(_Base):
 
     def submit(self, event: CallEvent) -> EventResult:
         """Apply a provider event (e.g. from a webhook) and wake the dialer."""
+        self._flush_placed()
         result = self.core.apply_event(self.clock.now(), event)
         self._applied(result, event)
         self.wake()
@@ -250,6 +272,7 @@ class Dialer(_Base):
     def recover(self) -> int:
         """Reconcile this worker's unfinished attempts (after a restart) and any stale
         ones; returns how many were looked at."""
+        self._flush_placed()
         now = self.clock.now()
         attempts = self.core.unfinished(now, own_only=True)
         for attempt in attempts:
@@ -272,6 +295,30 @@ class Dialer(_Base):
         if not self._recovered:
             self.recover()
         advance = getattr(self.clock, "advance_to", None)
+        # in virtual time nothing else runs between two steps: record placements late
+        self._defer_records = advance is not None
+        try:
+            ticks = self._run(advance, until, max_ticks)
+        finally:
+            self._defer_records = False
+            self._flush_placed()
+        if until is not None and advance is not None and self.clock.now() < until:
+            advance(until)
+        return RunSummary(
+            started,
+            self.clock.now(),
+            self.calls_placed - placed0,
+            self.events_applied - applied0,
+            ticks,
+        )
+
+    def _run(
+        self,
+        advance: Callable[[datetime], object] | None,
+        until: datetime | None,
+        max_ticks: int | None,
+    ) -> int:
+        """The loop of :meth:`run_until_idle`; returns how many ticks it ran."""
         wake = self.tick()
         ticks = 1
         while max_ticks is None or ticks < max_ticks:
@@ -309,15 +356,7 @@ class Dialer(_Base):
                         if self._woken:
                             wake = now  # woken by an event: look at once
                         self._woken = False
-        if until is not None and advance is not None and self.clock.now() < until:
-            advance(until)
-        return RunSummary(
-            started,
-            self.clock.now(),
-            self.calls_placed - placed0,
-            self.events_applied - applied0,
-            ticks,
-        )
+        return ticks
 
     def wake(self) -> None:
         """Make a waiting dialer look again at once."""
@@ -395,6 +434,7 @@ class Dialer(_Base):
     # -- I/O ------------------------------------------------
 
     def _deliver_due(self, now: datetime) -> tuple[int, int]:
+        self._flush_placed()
         n = freed = 0
         for source in self._event_sources():
             for event in source.due_events(now):
@@ -414,12 +454,19 @@ class Dialer(_Base):
             return 0, False, wake
         freed = 0
         last = len(events) - 1
-        for event in events[:last]:
-            result = self.core.apply_event(now, event)
-            freed += self._applied(result, event)
+        if last:
+            self._flush_placed()
+            for event in events[:last]:
+                result = self.core.apply_event(now, event)
+                freed += self._applied(result, event)
         event = events[last]
+        # the placements not yet recorded go first in the same transaction (the list is
+        # emptied when they are committed; if nothing was, the next flush records them)
         result, dispatched = self.core.apply_event_and_dispatch(
-            now, event, dispatch=bool(freed) or self._tick_due(now, wake)
+            now,
+            event,
+            dispatch=bool(freed) or self._tick_due(now, wake),
+            placed=self._placements,
         )
         self._applied(result, event)
         if dispatched is None:
@@ -445,10 +492,21 @@ class Dialer(_Base):
             self._dial_failed(claim, ProviderUnavailable(repr(exc), placed=None))
             return
         self.calls_placed += 1
-        self.core.record_placed(self.clock.now(), claim, placed)
+        if self._defer_records:
+            self._placements.append((self.clock.now(), claim, placed))
+        else:
+            self.core.record_placed(self.clock.now(), claim, placed)
         self.log.debug("call_placed", attempt=claim.attempt.id, provider=placed.provider)
 
+    def _flush_placed(self) -> None:
+        """Record the placements not yet recorded (one transaction), before anything
+        else touches the repository, so records keep the order things happened in."""
+        if self._placements:
+            placements, self._placements = self._placements, []
+            self.core.record_placements(placements)
+
     def _dial_failed(self, claim: Claim, exc: ProviderError) -> None:
+        self._flush_placed()
         now = self.clock.now()
         decision = self.core.record_dial_error(now, claim, exc)
         self.log.warning(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
@@ -51,11 +51,11 @@ from outdial.ports import (
     Repository,
     UnitOfWork,
 )
-from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
+from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus, check_move
 from outdial.retry import RandomSource
 from outdial.templates import render
 
-__all__ = ["Claim", "DialerCore", "EventResult", "build_dial_request"]
+__all__ = ["Claim", "DialerCore", "EventResult", "Placement", "build_dial_request"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # uuid4 bits: the version nibble (4) and the RFC 4122 variant
@@ -70,6 +70,23 @@ def _uuid4_hex() -> str:
 
 
 _NO_STATS = DialStats()
+_NONE: Mapping[str, Sequence[datetime]] = MappingProxyType({})
+_NO_ONE: frozenset[str] = frozenset()
+_ACTIVE = CampaignStatus.ACTIVE
+# snapshots built without __init__ (their fields are already the right types)
+_NO_SNAPSHOT = CampaignSnapshot(Campaign("", "", _EPOCH))
+_NO_SNAPSHOTS = Snapshot(())
+_campaign_snapshot = copier(
+    CampaignSnapshot,
+    "campaign",
+    "dial_stats",
+    "candidates",
+    "candidates_truncated",
+    "attempt_starts",
+    "suppressed",
+    "next_due_at",
+)
+_snapshot = copier(Snapshot, "campaigns", "in_flight")
 _NO_REQUEST = DialRequest("", "", "", "", "", AgentSettings())
 _dial_request = copier(
     DialRequest,
@@ -87,6 +104,25 @@ _dial_request = copier(
     "test_call",
 )
 
+# a claim's new attempt and queued recipient, copied with only what differs (no __init__)
+_NO_ATTEMPT = Attempt("", "", "", "", 0, "", _EPOCH)
+_new_attempt = copier(
+    Attempt,
+    "id",
+    "campaign_id",
+    "recipient_id",
+    "workspace_id",
+    "number",
+    "phone",
+    "created_at",
+    "provider",
+    "worker_id",
+)
+_queued_recipient = copier(
+    Recipient, "status", "attempts", "last_attempt_at", "next_attempt_at", "updated_at"
+)
+_QUEUED = RecipientStatus.QUEUED
+
 
 @attrs.frozen
 class Claim:
@@ -95,6 +131,10 @@ class Claim:
     attempt: Attempt
     request: DialRequest
     provider: str | None
+
+
+#: A call a provider accepted: when, for which claim, and the provider's answer.
+Placement = tuple[datetime, Claim, PlacedCall]
 
 
 @attrs.frozen
@@ -175,51 +215,55 @@ class DialerCore:
     def load_snapshot(self, uow: UnitOfWork, now: datetime) -> Snapshot:
         engine = self.engine
         in_flight = uow.in_flight()
+        by_campaign = in_flight.by_campaign
         shots: list[CampaignSnapshot] = []
         campaigns = uow.dispatchable_campaigns()
         shared = len(campaigns) > 1  # fairness between campaigns needs their last starts
         for c in campaigns:
+            counters = c.counters
             dialing = (
-                c.status is CampaignStatus.ACTIVE
-                and c.counters.remaining > 0
+                c.status is _ACTIVE
+                and counters.pending + counters.queued + counters.calling > 0
                 and (c.expires_at is None or c.expires_at > now)
             )
             if not dialing:
-                shots.append(CampaignSnapshot(c))
+                shots.append(
+                    _campaign_snapshot(_NO_SNAPSHOT, c, _NO_STATS, (), False, _NONE, _NO_ONE, None)
+                )
                 continue
             stats = (
                 uow.dial_stats(c.id, now, engine.day_start(c, now))
                 if shared or engine.needs_dial_stats(c)
                 else _NO_STATS
             )
-            capacity, _ = engine.campaign_capacity(
-                c, in_flight.by_campaign.get(c.id, 0), stats, now
-            )
+            capacity, _ = engine.campaign_capacity(c, by_campaign.get(c.id, 0), stats, now)
             want = engine.candidates_wanted(c, capacity)
             candidates = uow.due_recipients(c.id, now, want) if want else []
-            retried = (
-                [r.id for r in candidates if r.attempts > 0]
-                if engine.needs_attempt_starts(c)
-                else []
-            )
-            starts = uow.attempt_starts(retried, _EPOCH) if retried else {}
-            suppressed = (
-                uow.suppressed(c.workspace_id, [r.phone for r in candidates])
-                if candidates
-                else set()
-            )
+            starts: Mapping[str, Sequence[datetime]] = _NONE
+            suppressed: frozenset[str] = _NO_ONE
+            if candidates:
+                if engine.needs_attempt_starts(c):
+                    retried = [r.id for r in candidates if r.attempts > 0]
+                    if retried:
+                        starts = uow.attempt_starts(retried, _EPOCH)
+                found = uow.suppressed(c.workspace_id, [r.phone for r in candidates])
+                if found:
+                    suppressed = frozenset(found)
             shots.append(
-                CampaignSnapshot(
-                    campaign=c,
-                    dial_stats=stats,
-                    candidates=tuple(candidates),
-                    candidates_truncated=bool(want) and len(candidates) >= want,
-                    attempt_starts=starts,
-                    suppressed=frozenset(suppressed),
-                    next_due_at=uow.next_due_at(c.id, now),
+                _campaign_snapshot(
+                    _NO_SNAPSHOT,
+                    c,
+                    stats,
+                    tuple(candidates),
+                    bool(want) and len(candidates) >= want,
+                    starts,
+                    suppressed,
+                    uow.next_due_at(c.id, now)
+                    if engine.needs_next_due(c, capacity, len(candidates), want)
+                    else None,
                 )
             )
-        return Snapshot(tuple(shots), in_flight)
+        return _snapshot(_NO_SNAPSHOTS, tuple(shots), in_flight)
 
     def apply_plan(
         self, uow: UnitOfWork, plan: Plan, now: datetime, out: list[DomainEvent]
@@ -243,25 +287,21 @@ class DialerCore:
             if campaign is None:
                 campaign = campaigns[dial.campaign_id] = uow.get_campaign(dial.campaign_id)
             r = dial.recipient
-            attempt = Attempt(
-                id=self.new_id(),
-                campaign_id=campaign.id,
-                recipient_id=r.id,
-                workspace_id=campaign.workspace_id,
-                number=dial.attempt_number,
-                phone=r.phone,
-                created_at=now,
-                provider=campaign.agent.provider,
-                worker_id=self.worker_id,
+            attempt = _new_attempt(
+                _NO_ATTEMPT,
+                self.new_id(),
+                campaign.id,
+                r.id,
+                campaign.workspace_id,
+                dial.attempt_number,
+                r.phone,
+                now,
+                campaign.agent.provider,
+                self.worker_id,
             )
             uow.add_attempt(attempt)
-            queued = r.moved_to(
-                RecipientStatus.QUEUED,
-                attempts=dial.attempt_number,
-                last_attempt_at=now,
-                next_attempt_at=None,
-                updated_at=now,
-            )
+            check_move(r, _QUEUED)
+            queued = _queued_recipient(r, _QUEUED, dial.attempt_number, now, None, now)
             uow.save_recipient(queued, r)
             claims.append(
                 Claim(attempt, build_dial_request(campaign, queued, attempt), attempt.provider)
@@ -303,29 +343,69 @@ class DialerCore:
     # -- results ------------------------------------------------
 
     def record_placed(self, now: datetime, claim: Claim, placed: PlacedCall) -> None:
+        """Record that the provider accepted ``claim``'s call at ``now``."""
         out: list[DomainEvent] = []
         with self.repository.transaction() as uow:
-            attempt = uow.get_attempt(claim.attempt.id)
-            if attempt is None:
-                return
-            recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
-            decision = self.engine.on_placed(now, attempt, recipient, placed)
-            self._store(uow, decision, recipient, now, out)
-            if self.events is not None:
-                out.append(
-                    CallPlaced(
-                        attempt.campaign_id,
-                        attempt.workspace_id,
-                        attempt.recipient_id,
-                        attempt.id,
-                        attempt.number,
-                        mask_phone(attempt.phone),
-                        placed.provider,
-                        now,
-                        attempt.test_call,
-                    )
-                )
+            self._record_placed(uow, now, claim, placed, out)
         self._emit(out)
+
+    def record_placements(self, placements: Sequence[Placement]) -> None:
+        """:meth:`record_placed` for several calls (each at its own instant, in order)
+        in one transaction: what a runner does with the calls of one dispatch round.
+
+        If that transaction fails, each call is recorded in a transaction of its own
+        (so one bad record does not hold back the others) and the first error is
+        raised once they all were tried.
+        """
+        if not placements:
+            return
+        out: list[DomainEvent] = []
+        try:
+            with self.repository.transaction() as uow:
+                for now, claim, placed in placements:
+                    self._record_placed(uow, now, claim, placed, out)
+        except Exception:
+            if len(placements) == 1:
+                raise
+            first: Exception | None = None
+            for now, claim, placed in placements:
+                try:
+                    self.record_placed(now, claim, placed)
+                except Exception as exc:
+                    first = first or exc
+            if first is not None:
+                raise first from None
+            return
+        self._emit(out)
+
+    def _record_placed(
+        self,
+        uow: UnitOfWork,
+        now: datetime,
+        claim: Claim,
+        placed: PlacedCall,
+        out: list[DomainEvent],
+    ) -> None:
+        attempt = uow.get_attempt(claim.attempt.id)
+        if attempt is None:
+            return
+        recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
+        decision = self.engine.on_placed(now, attempt, recipient, placed)
+        self._store(uow, decision, recipient, now, out)
+        if self.events is not None:
+            out.append(
+                CallPlaced(
+                    attempt.campaign_id,
+                    attempt.workspace_id,
+                    attempt.recipient_id,
+                    attempt.id,
+                    attempt.number,
+                    mask_phone(attempt.phone),
+                    placed.provider,
+                    now,
+                    attempt.test_call,
+                )
+            )
 
     def record_dial_error(
         self, now: datetime, claim: Claim, error: ProviderError
@@ -357,7 +437,12 @@ class DialerCore:
         return _event_result(attempt, decision)
 
     def apply_event_and_dispatch(
-        self, now: datetime, event: CallEvent, *, dispatch: bool = False
+        self,
+        now: datetime,
+        event: CallEvent,
+        *,
+        dispatch: bool = False,
+        placed: list[Placement] | None = None,
     ) -> tuple[EventResult, tuple[list[Claim], Plan] | None]:
         """:meth:`apply_event`, then, when the event ended a call (its slot is free) or
         ``dispatch`` is true, :meth:`dispatch` at the same ``now``: one transaction
@@ -367,13 +452,20 @@ class DialerCore:
         saves a commit per call. The claims are committed when this returns,
         before any provider is asked to dial. The dispatch runs in a savepoint:
         if it raises, the event stays applied and the error is raised after the
-        commit, as with the two calls. Returns the event's result and, when a
-        dispatch ran, its claims and plan.
+        commit, as with the two calls. ``placed`` are calls placed since the last
+        transaction, recorded first (:meth:`record_placements`) in the same
+        transaction, so the records come before the event as they happened; the
+        list is emptied once they are committed (also when the dispatch then
+        fails), and left as it was when nothing was committed.
+        Returns the event's result and, when a dispatch ran, its claims and plan.
         """
         out: list[DomainEvent] = []
         dispatched: tuple[list[Claim], Plan] | None = None
         error: BaseException | None = None
         with self.repository.transaction(dispatch_lock=True) as uow:
+            if placed:
+                for at, claim, call in placed:
+                    self._record_placed(uow, at, claim, call, out)
             attempt = self._find_attempt(uow, event)
             if attempt is None:
                 result = EventResult(None, reason="no attempt matches this call")
@@ -389,6 +481,8 @@ class DialerCore:
                 except BaseException as exc:  # the savepoint is rolled back; the event stays
                     del out[mark:]
                     error = exc
+        if placed:
+            placed.clear()  # committed with the event
         self._emit(out)
         if error is not None:
             raise error

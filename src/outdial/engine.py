@@ -44,7 +44,7 @@ from outdial.compliance import RuleSet, get_rule_set
 from outdial.errors import NoPermittedWindow, ProviderAuthError, ProviderError
 from outdial.outcomes import CallOutcome
 from outdial.ports import CallEvent, CallStatus, DialStats, InFlightCounts, PlacedCall
-from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
+from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus, check_move
 from outdial.retry import Final, RandomSource, RetryAt, RetryDecision, land_in_window
 
 __all__ = [
@@ -76,6 +76,21 @@ _ended_attempt = copier(
     "provider",
     "placed_at",
 )
+
+# copies of a recipient for the moves made on every call (after ``check_move``)
+_calling_recipient = copier(Recipient, "status", "external_call_id", "updated_at")
+_settled_recipient = copier(
+    Recipient,
+    "status",
+    "next_attempt_at",
+    "last_retry_delay_seconds",
+    "attempts",
+    "updated_at",
+    "error",
+    "outcome",
+    "duration_seconds",
+)
+_PENDING = RecipientStatus.PENDING
 
 
 def _int_map(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -338,6 +353,23 @@ class Engine:
         """Whether rolling caps apply (policy caps or a calling-rule set)."""
         return bool(campaign.retry_policy.caps) or campaign.rule_set is not None
 
+    def needs_next_due(self, campaign: Campaign, capacity: int, loaded: int, wanted: int) -> bool:
+        """Whether :meth:`plan` can use the campaign's ``next_due_at`` when it has
+        ``capacity`` free slots and ``loaded`` of the ``wanted`` candidates were found.
+
+        Not when no slot is free, nor when more candidates wait than it can dial and
+        no shared limit can stop it short: then it either spends its capacity or
+        runs out of candidates and looks again at once.
+        """
+        if capacity <= 0:
+            return False
+        if loaded < wanted:
+            return True
+        return (
+            self.config.global_limit is not None
+            or self.config.workspace_limit(campaign.workspace_id) is not None
+        )
+
     @staticmethod
     def needs_dial_stats(campaign: Campaign) -> bool:
         """Whether pacing, spacing or a daily cap apply to the campaign."""
@@ -503,12 +535,11 @@ class Engine:
         )
         new_recipient = None
         if recipient is not None and recipient.status is RecipientStatus.QUEUED:
-            new_recipient = recipient.moved_to(
-                RecipientStatus.CALLING,
-                external_call_id=placed.external_call_id,
-                updated_at=now,
+            check_move(recipient, RecipientStatus.CALLING)
+            new_recipient = _calling_recipient(
+                recipient, RecipientStatus.CALLING, placed.external_call_id, now
             )
-        return ResultDecision(Effect.PROGRESS, attempt=new_attempt, recipient=new_recipient)
+        return ResultDecision(Effect.PROGRESS, new_attempt, new_recipient)
 
     def on_dial_error(
         self,
@@ -759,38 +790,43 @@ class Engine:
         error: str | None = None,
     ) -> ResultDecision:
         attempts = recipient.attempts if counted else max(0, recipient.attempts - 1)
-        common: dict[str, Any] = {
-            "attempts": attempts,
-            "updated_at": now,
-            "error": error,
-        }
-        if outcome is not None:
-            common["outcome"] = outcome
-        if duration is not None:
-            common["duration_seconds"] = duration
         if isinstance(decision, RetryAt) and campaign.status.final:
             decision = Final(RecipientStatus.SKIPPED, outcome, f"campaign {campaign.status.value}")
+        # fields not given keep the recipient's value (what moved_to would leave alone)
+        if outcome is None:
+            outcome = recipient.outcome
+        if duration is None:
+            duration = recipient.duration_seconds
         if isinstance(decision, RetryAt):
-            new = recipient.moved_to(
-                RecipientStatus.PENDING,
-                next_attempt_at=decision.at,
-                last_retry_delay_seconds=decision.delay.total_seconds(),
-                **common,
+            check_move(recipient, _PENDING)
+            new = _settled_recipient(
+                recipient,
+                _PENDING,
+                decision.at,
+                decision.delay.total_seconds(),
+                attempts,
+                now,
+                error,
+                outcome,
+                duration,
             )
-            return ResultDecision(
-                Effect.APPLIED,
-                attempt=attempt,
-                recipient=new,
-                retry_at=decision.at,
-                reason=decision.reason,
-            )
+            return ResultDecision(Effect.APPLIED, attempt, new, None, decision.at, decision.reason)
         status = decision.status
         if status is RecipientStatus.PENDING:  # defensive: a final decision is final
             status = RecipientStatus.FAILED
-        new = recipient.moved_to(status, next_attempt_at=None, **common)
-        return ResultDecision(
-            Effect.APPLIED, attempt=attempt, recipient=new, reason=decision.reason
+        check_move(recipient, status)
+        new = _settled_recipient(
+            recipient,
+            status,
+            None,
+            recipient.last_retry_delay_seconds,
+            attempts,
+            now,
+            error,
+            outcome,
+            duration,
         )
+        return ResultDecision(Effect.APPLIED, attempt, new, None, None, decision.reason)
 
 
 class _CampaignCursor:

@@ -27,6 +27,7 @@ __all__ = [
     "AttemptStatus",
     "Recipient",
     "RecipientStatus",
+    "check_move",
 ]
 
 
@@ -191,6 +192,13 @@ class Recipient:
 
     def moved_to(self, status: RecipientStatus, **changes: Any) -> Recipient:
         """This recipient in ``status``; ``InvalidTransition`` for a move the table forbids."""
-        if (self.status, status) not in RECIPIENT_TRANSITIONS:
-            raise InvalidTransition(self.status, f"move to {status.value}", kind="recipient")
+        check_move(self, status)
         return replace(self, status=status, **changes)
+
+
+def check_move(recipient: Recipient, status: RecipientStatus) -> None:
+    """``InvalidTransition`` unless the table allows ``recipient`` to move to ``status``
+    (what :meth:`Recipient.moved_to` checks, for callers that copy with a fixed-shape
+    :func:`~outdial._attrs.copier`)."""
+    if (recipient.status, status) not in RECIPIENT_TRANSITIONS:
+        raise InvalidTransition(recipient.status, f"move to {status.value}", kind="recipient")

@@ -41,7 +41,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from outdial._time import local_midnight, require_aware, to_utc
+from outdial._time import UTC, local_midnight, require_aware, to_utc
 from outdial.errors import ConfigurationError, InvalidRetryPolicy, UnknownTimeZone
 from outdial.outcomes import DEFAULT_RETRYABLE_OUTCOMES, CallOutcome
 from outdial.recipient import RecipientStatus
@@ -178,8 +178,22 @@ def _between(low_us: int, high_us: int, fraction: float) -> int:
     return min(high_us, max(low_us, low_us + round((high_us - low_us) * fraction)))
 
 
+#: ``_human`` of the delays seen so far (a policy uses a handful of them)
+_HUMAN: dict[timedelta, str] = {}
+
+
 def _human(value: timedelta) -> str:
     """A short readable duration for reasons: ``30min``, ``1d 2h``, ``12.345s``."""
+    text = _HUMAN.get(value)
+    if text is None:
+        text = _human_text(value)
+        if len(_HUMAN) >= 1024:
+            _HUMAN.clear()
+        _HUMAN[value] = text
+    return text
+
+
+def _human_text(value: timedelta) -> str:
     if value < _ZERO:
         return "-" + _human(-value)
     if value.microseconds:
@@ -587,12 +601,14 @@ class RetryPolicy:
         if type(outcome) is not CallOutcome:
             outcome = _to_outcome(outcome, "outcome")
         name = outcome.value
-        ended = to_utc(ended_at, "ended_at")
+        # instants already in UTC (the usual case) are kept as they are: to_utc would
+        # return them unchanged
+        ended = ended_at if ended_at.tzinfo is UTC else to_utc(ended_at, "ended_at")
         if not attempts:
             raise ConfigurationError(
                 "attempts", list(attempts), "must include the attempt that just ended"
             )
-        starts = [to_utc(start, "attempts") for start in attempts]
+        starts = [s if s.tzinfo is UTC else to_utc(s, "attempts") for s in attempts]
         final_status = RecipientStatus.COMPLETED if outcome.connected else RecipientStatus.FAILED
 
         if outcome not in self.retry_on:

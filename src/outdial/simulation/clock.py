@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
-from outdial._time import to_utc
+from outdial._time import UTC, to_utc
 
 __all__ = ["VirtualClock"]
 
@@ -74,7 +74,7 @@ class VirtualClock:
         ``t`` equal to the current instant is a no-op; ``t`` earlier than it
         raises ``ValueError`` naming both instants.
         """
-        target = to_utc(t, "VirtualClock.advance_to")
+        target = t if t.tzinfo is UTC else to_utc(t, "VirtualClock.advance_to")
         with self._lock:
             if target < self._now:
                 raise ValueError(

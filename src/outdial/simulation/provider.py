@@ -70,6 +70,7 @@ import attrs
 
 from outdial._async_face import AsyncFace
 from outdial._attrs import copier
+from outdial._time import UTC as _UTC
 from outdial._time import require_aware
 from outdial.errors import ConfigurationError, ProviderRejected, ProviderUnavailable
 from outdial.outcomes import CallOutcome
@@ -365,9 +366,13 @@ _final_event = copier(
 )
 
 
-class _Call:
-    """Mutable bookkeeping for one call (internal; the log exposes frozen copies).
+class _Calls:
+    """Mutable bookkeeping for every call (internal; the log exposes frozen copies),
+    one list per field and one position per call (its index, in placement order).
 
+    Columns instead of one object per call: the lists hold only ints, floats,
+    strings, ``None`` and outcome members, so the calls add no object for the
+    garbage collector to track and walk, however many a simulation places.
     Instants are integer microseconds since the provider's base instant: cheap
     to compute and compare, and exact (no float rounding between the time an
     event is due and the ``occurred_at`` it reports).
@@ -383,7 +388,6 @@ class _Call:
         "error",
         "external_id",
         "gen",
-        "index",
         "number",
         "outcome",
         "placed",
@@ -392,7 +396,27 @@ class _Call:
         "unknown_fate",
     )
 
-    def __init__(
+    def __init__(self) -> None:
+        self.attempt_id: list[str] = []
+        self.external_id: list[str] = []
+        self.number: list[str] = []
+        self.attempt_number: list[int] = []
+        self.placed: list[int] = []
+        self.ringing: list[int | None] = []
+        self.answered: list[int | None] = []
+        self.ended: list[int] = []
+        self.outcome: list[CallOutcome] = []
+        self.duration: list[float] = []
+        self.retryable: list[bool | None] = []
+        self.error: list[str | None] = []
+        self.cancelled: list[bool] = []
+        self.unknown_fate: list[bool] = []
+        self.gen: list[int] = []  # bumped when a cancel supersedes the call's scheduled end
+
+    def __len__(self) -> int:
+        return len(self.ended)
+
+    def add(
         self,
         attempt_id: str,
         external_id: str,
@@ -404,23 +428,25 @@ class _Call:
         ended: int,
         outcome: CallOutcome,
         duration: float,
-    ) -> None:
-        self.attempt_id = attempt_id
-        self.external_id = external_id
-        self.number = number
-        self.attempt_number = attempt_number
-        self.placed = placed
-        self.ringing = ringing
-        self.answered = answered
-        self.ended = ended
-        self.outcome = outcome
-        self.duration = duration
-        self.retryable: bool | None = None
-        self.error: str | None = "simulated call failure" if outcome is CallOutcome.ERROR else None
-        self.cancelled = False
-        self.unknown_fate = False
-        self.gen = 0
-        self.index = 0  # position in the provider's call list (set when it is added)
+    ) -> int:
+        """Append a call; returns its index."""
+        index = len(self.ended)
+        self.attempt_id.append(attempt_id)
+        self.external_id.append(external_id)
+        self.number.append(number)
+        self.attempt_number.append(attempt_number)
+        self.placed.append(placed)
+        self.ringing.append(ringing)
+        self.answered.append(answered)
+        self.ended.append(ended)
+        self.outcome.append(outcome)
+        self.duration.append(duration)
+        self.retryable.append(None)
+        self.error.append("simulated call failure" if outcome is CallOutcome.ERROR else None)
+        self.cancelled.append(False)
+        self.unknown_fate.append(False)
+        self.gen.append(0)
+        return index
 
 
 # (deliver at, tie, kind, call index, gen); instants in microseconds since the base. Only
@@ -506,9 +532,9 @@ class SimulatedProvider:
         self._events: list[_Entry] = []
         self._ends: list[_Entry] = []  # when calls really end: in-flight bookkeeping
         self._ticket = itertools.count()  # ties broken in scheduling order
-        self._calls: list[_Call] = []
-        self._by_attempt: dict[str, _Call] = {}
-        self._by_external: dict[str, _Call] = {}
+        self._calls = _Calls()
+        self._by_attempt: dict[str, int] = {}  # attempt id -> call index
+        self._by_external: dict[str, int] = {}  # external call id -> call index
         self._tries: dict[bytes, int] = {}
         self._number_fates: dict[str, CallOutcome | None] = {}  # see _number_fate
         self._live_by_number: dict[str, int] = {}
@@ -541,8 +567,8 @@ class SimulatedProvider:
         with self._lock:
             if self._faults:
                 self._maybe_fail(request, key, now)
-            call = self._start(request, key, now)
-        return _placed_call(self._placed, call.external_id)
+            index = self._start(request, key, now)
+        return _placed_call(self._placed, self._calls.external_id[index])
 
     def cancel_call(self, external_call_id: str) -> None:
         """End a call in progress now, with outcome ``error`` (not retryable,
@@ -552,26 +578,29 @@ class SimulatedProvider:
         :class:`~outdial.errors.ProviderRejected` (code ``not_found``)."""
         now = self._offset(self._clock.now())
         with self._lock:
-            call = self._by_external.get(external_call_id)
-            if call is None:
+            i = self._by_external.get(external_call_id)
+            if i is None:
                 raise ProviderRejected(
                     f"no call {external_call_id!r}", provider=self.name, code="not_found"
                 )
-            if call.ended <= now:
+            calls = self._calls
+            if calls.ended[i] <= now:
                 return
-            call.cancelled = True
-            call.outcome = CallOutcome.ERROR
-            call.retryable = False
-            call.error = "cancelled"
-            if call.ringing is not None and call.ringing > now:
-                call.ringing = None
-            if call.answered is not None and call.answered > now:
-                call.answered = None
-            call.duration = (now - call.answered) / 1e6 if call.answered is not None else 0.0
-            call.ended = now
-            call.gen += 1
-            self._push(self._events, now, _ENDED, call)
-            self._push(self._ends, now, _ENDED, call)
+            calls.cancelled[i] = True
+            calls.outcome[i] = CallOutcome.ERROR
+            calls.retryable[i] = False
+            calls.error[i] = "cancelled"
+            ringing = calls.ringing[i]
+            if ringing is not None and ringing > now:
+                calls.ringing[i] = None
+            answered = calls.answered[i]
+            if answered is not None and answered > now:
+                calls.answered[i] = answered = None
+            calls.duration[i] = (now - answered) / 1e6 if answered is not None else 0.0
+            calls.ended[i] = now
+            calls.gen[i] += 1
+            self._push(self._events, now, _ENDED, i)
+            self._push(self._ends, now, _ENDED, i)
             self.calls_cancelled += 1
 
     def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
@@ -582,25 +611,27 @@ class SimulatedProvider:
         else by ``attempt_id``."""
         now = self._offset(self._clock.now())
         with self._lock:
-            call = None
+            i = None
             if external_call_id is not None:
-                call = self._by_external.get(external_call_id)
-            if call is None:
-                call = self._by_attempt.get(attempt_id)
-            if call is None:
+                i = self._by_external.get(external_call_id)
+            if i is None:
+                i = self._by_attempt.get(attempt_id)
+            if i is None:
                 return None
-            if call.ended <= now:
-                return self._event(call, _ENDED)
-            if call.answered is not None and call.answered <= now:
-                return self._event(call, _IN_PROGRESS)
-            if call.ringing is not None and call.ringing <= now:
-                return self._event(call, _RINGING)
+            calls = self._calls
+            if calls.ended[i] <= now:
+                return self._event(i, _ENDED)
+            answered, ringing = calls.answered[i], calls.ringing[i]
+            if answered is not None and answered <= now:
+                return self._event(i, _IN_PROGRESS)
+            if ringing is not None and ringing <= now:
+                return self._event(i, _RINGING)
             return CallEvent(
                 provider=self.name,
                 status=CallStatus.QUEUED,
-                external_call_id=call.external_id,
-                attempt_id=call.attempt_id,
-                occurred_at=self._instant(call.placed),
+                external_call_id=calls.external_id[i],
+                attempt_id=calls.attempt_id[i],
+                occurred_at=self._instant(calls.placed[i]),
                 raw_status="queued",
             )
 
@@ -617,16 +648,20 @@ class SimulatedProvider:
     def due_events(self, now: datetime) -> list[CallEvent]:
         """Remove and return every event due by ``now``, in delivery order
         (by due time, then in the order they were scheduled)."""
-        limit = self._offset(require_aware(now, "SimulatedProvider.due_events"))
+        if now.tzinfo is not _UTC:
+            require_aware(now, "SimulatedProvider.due_events")
+        limit = self._offset(now)
+        events = self._events
         out: list[CallEvent] = []
         with self._lock:
-            events = self._events
+            if not events or events[0][0] > limit:
+                return out  # nothing due (the runner asks once more after every step)
             pop = heapq.heappop
             stale = self._stale
             while events and events[0][0] <= limit:
                 entry = pop(events)
                 if not stale(entry):
-                    out.append(self._event(self._calls[entry[3]], entry[2]))
+                    out.append(self._event(entry[3], entry[2]))
         return out
 
     # -- observations ---------------------------------------------------------------------------
@@ -644,21 +679,22 @@ class SimulatedProvider:
         (a call still in progress shows when it will end)."""
         instant = self._instant
         with self._lock:
+            c = self._calls
             return [
                 SimulatedCall(
-                    attempt_id=c.attempt_id,
-                    external_call_id=c.external_id,
-                    number=c.number,
-                    attempt_number=c.attempt_number,
-                    placed_at=instant(c.placed),
-                    ended_at=instant(c.ended),
-                    outcome=c.outcome,
-                    duration_seconds=c.duration,
-                    answered_at=None if c.answered is None else instant(c.answered),
-                    cancelled=c.cancelled,
-                    unknown_fate=c.unknown_fate,
+                    attempt_id=c.attempt_id[i],
+                    external_call_id=c.external_id[i],
+                    number=c.number[i],
+                    attempt_number=c.attempt_number[i],
+                    placed_at=instant(c.placed[i]),
+                    ended_at=instant(c.ended[i]),
+                    outcome=c.outcome[i],
+                    duration_seconds=c.duration[i],
+                    answered_at=None if answered is None else instant(answered),
+                    cancelled=c.cancelled[i],
+                    unknown_fate=c.unknown_fate[i],
                 )
-                for c in self._calls
+                for i, answered in enumerate(c.answered)
             ]
 
     def in_flight_at(self, t: datetime) -> int:
@@ -666,7 +702,9 @@ class SimulatedProvider:
         before ``t``, ending after it), from the call log."""
         at = self._offset(require_aware(t, "SimulatedProvider.in_flight_at"))
         with self._lock:
-            return sum(1 for c in self._calls if c.placed <= at < c.ended)
+            c = self._calls
+            pairs = zip(c.placed, c.ended, strict=True)
+            return sum(1 for placed, ended in pairs if placed <= at < ended)
 
     def as_async(self) -> AsyncSimulatedProvider:
         """An :class:`~outdial.ports.AsyncCallProvider` sharing this provider's state."""
@@ -699,7 +737,7 @@ class SimulatedProvider:
         if u < p.provider_error_rate + p.unknown_fate_rate:
             self.errors_raised += 1
             if stream.random() < p.unknown_fate_placed_rate:
-                self._start(request, key, now).unknown_fate = True
+                self._calls.unknown_fate[self._start(request, key, now)] = True
             raise ProviderUnavailable(
                 "simulated timeout: the call may or may not have been placed",
                 provider=self.name,
@@ -719,7 +757,9 @@ class SimulatedProvider:
             return CallOutcome.NO_ANSWER
         return None
 
-    def _start(self, request: DialRequest, key: bytes, now: int) -> _Call:
+    def _start(self, request: DialRequest, key: bytes, now: int) -> int:
+        """Place a call at ``now``: draw its fate, record it and schedule its events;
+        returns its index."""
         p = self.profile
         number = request.to
         rng = _HashStream(self._prefix + key)
@@ -734,17 +774,22 @@ class SimulatedProvider:
         if outcome is None:
             outcome = self._mix_outcomes[bisect_right(self._mix_thresholds, u)]
         rings, picks_up, ring_sample, talk_sample = self._shapes[outcome]
-        ring = _micros(ring_sample(rng))
+        ring = round(ring_sample(rng) * 1_000_000)  # _micros, inline
         talk = talk_sample(rng) if talk_sample is not None else 0.0
 
-        ringing = now + min(_micros(p.ringing_after_seconds.sample(rng)), ring) if rings else None
+        ringing = (
+            now + min(round(p.ringing_after_seconds.sample(rng) * 1_000_000), ring)
+            if rings
+            else None
+        )
         answered = now + ring if picks_up else None
-        ended = now + ring + _micros(talk)
+        ended = now + ring + round(talk * 1_000_000)
 
         self.calls_placed += 1
-        call = _Call(
+        external_id = f"SIM-{self.calls_placed:06d}"
+        index = self._calls.add(
             request.attempt_id,
-            f"SIM-{self.calls_placed:06d}",
+            external_id,
             number,
             request.attempt_number,
             now,
@@ -754,10 +799,8 @@ class SimulatedProvider:
             outcome,
             talk,
         )
-        index = call.index = len(self._calls)
-        self._calls.append(call)
-        self._by_attempt[request.attempt_id] = call
-        self._by_external[call.external_id] = call
+        self._by_attempt[request.attempt_id] = index
+        self._by_external[external_id] = index
 
         # in-flight bookkeeping (the truth, not what was delivered)
         if self._ends and self._ends[0][0] <= now:
@@ -796,70 +839,74 @@ class SimulatedProvider:
         heappush(events, (ended, next(ticket), _ENDED, index, 0))
         if again is not None:
             heappush(events, (again, next(ticket), _ENDED, index, 0))
-        return call
+        return index
 
-    def _push(self, heap: list[_Entry], at: int, kind: int, call: _Call) -> None:
-        heapq.heappush(heap, (at, next(self._ticket), kind, call.index, call.gen))
+    def _push(self, heap: list[_Entry], at: int, kind: int, index: int) -> None:
+        heapq.heappush(heap, (at, next(self._ticket), kind, index, self._calls.gen[index]))
 
     def _settle(self, now: int) -> None:
         ends = self._ends
         live = self._live_by_number
-        calls = self._calls
+        gens, numbers = self._calls.gen, self._calls.number
         while ends and ends[0][0] <= now:
             _, _, _, index, gen = heapq.heappop(ends)
-            call = calls[index]
-            if gen != call.gen:
+            if gen != gens[index]:
                 continue  # superseded by a cancel
             self._in_flight -= 1
-            left = live[call.number] - 1
+            number = numbers[index]
+            left = live[number] - 1
             if left:
-                live[call.number] = left
+                live[number] = left
             else:
-                del live[call.number]
+                del live[number]
 
     def _stale(self, entry: _Entry) -> bool:
         """An entry a cancel made obsolete (its event no longer happens)."""
-        kind, call = entry[2], self._calls[entry[3]]
+        kind, index = entry[2], entry[3]
         if kind == _ENDED:
-            return entry[4] != call.gen
+            return entry[4] != self._calls.gen[index]
         if kind == _RINGING:
-            return call.ringing is None
-        return call.answered is None
+            return self._calls.ringing[index] is None
+        return self._calls.answered[index] is None
 
-    def _event(self, call: _Call, kind: int) -> CallEvent:
+    def _event(self, index: int, kind: int) -> CallEvent:
         progress = self.profile.progress_events
+        calls = self._calls
+        external_id = calls.external_id[index]
+        ringing = calls.ringing[index]
         if kind == _ENDED:
-            seq = (call.ringing is not None) + (call.answered is not None) if progress else 0
+            seq = (ringing is not None) + (calls.answered[index] is not None) if progress else 0
+            outcome = calls.outcome[index]
             return _final_event(
                 self._ended,
-                call.external_id,
-                call.attempt_id,
-                call.outcome,
-                call.retryable,
+                external_id,
+                calls.attempt_id[index],
+                outcome,
+                calls.retryable[index],
                 seq,
-                self._base + timedelta(microseconds=call.ended),
-                call.duration,
-                _RAW_STATUS[call.outcome],
-                call.error,
-                f"{call.external_id}:{seq}",
+                self._base + timedelta(microseconds=calls.ended[index]),
+                calls.duration[index],
+                _RAW_STATUS[outcome],
+                calls.error[index],
+                f"{external_id}:{seq}",
             )
         if kind == _RINGING:
-            at = call.ringing
+            at = ringing
             seq_or_none: int | None = 0 if progress else None
             status, raw = CallStatus.RINGING, "ringing"
         else:
-            at = call.answered
-            seq_or_none = int(call.ringing is not None) if progress else None
+            at = calls.answered[index]
+            seq_or_none = int(ringing is not None) if progress else None
             status, raw = CallStatus.IN_PROGRESS, "in_progress"
         return CallEvent(
             provider=self.name,
             status=status,
-            external_call_id=call.external_id,
-            attempt_id=call.attempt_id,
+            external_call_id=external_id,
+            attempt_id=calls.attempt_id[index],
             sequence=seq_or_none,
             occurred_at=None if at is None else self._instant(at),
             raw_status=raw,
-            event_id=None if seq_or_none is None else f"{call.external_id}:{seq_or_none}",
+            event_id=None if seq_or_none is None else f"{external_id}:{seq_or_none}",
         )
 
 

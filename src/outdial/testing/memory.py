@@ -8,7 +8,10 @@ Everything lives in Python dicts behind one :class:`threading.RLock`:
   on the same thread act as savepoints. An exception inside a block rolls back
   every change made in it: each write records an *undo* step in a journal, and
   the steps run in reverse order. Nothing copies the whole state, so a rollback
-  costs what the block wrote, not what the store holds.
+  costs what the block wrote, not what the store holds. The journal is emptied
+  when the outermost block ends: its steps refer to the unit of work, which
+  refers to the journal, and left alone that cycle (with every value the
+  transaction replaced) would wait for the garbage collector.
 - **Counters** (invariant 8) move in the same write that changes a recipient
   (``add_recipients``, ``save_recipient``, ``skip_pending``) or adds a
   non-test attempt; ``get_campaign`` always returns the current counters and
@@ -57,6 +60,8 @@ from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
 __all__ = ["InMemoryRepository", "InMemoryUnitOfWork"]
 
 _PENDING = RecipientStatus.PENDING
+_COMPLETED = RecipientStatus.COMPLETED
+_ANSWERED_OUTCOME = CallOutcome.ANSWERED
 _ENDED = AttemptStatus.ENDED
 _FINAL = frozenset(status for status in RecipientStatus if status.final)
 _UNTITLED = ("", "Untitled Campaign")
@@ -130,6 +135,8 @@ _SLOT: dict[RecipientStatus, int] = {
 
 
 _ZERO_COUNTERS = CampaignCounters()
+#: ``CampaignCounters(*counts)`` without ``__init__`` (plain ints, nothing to convert)
+_counters = copier(CampaignCounters, *(a.name for a in attrs.fields(CampaignCounters)))
 _NO_IN_FLIGHT = InFlightCounts()
 
 
@@ -172,7 +179,7 @@ class _CampaignIndex:
     def counters(self) -> CampaignCounters:
         frozen = self._frozen
         if frozen is None:
-            frozen = self._frozen = CampaignCounters(*self.counts)
+            frozen = self._frozen = _counters(_ZERO_COUNTERS, *self.counts)
         return frozen
 
     def move(self, old: RecipientStatus, new: RecipientStatus, answered_delta: int) -> None:
@@ -200,7 +207,9 @@ class _Store:
         self.indexes: dict[str, _CampaignIndex] = {}
         self.recipients: dict[str, Recipient] = {}
         self.attempts: dict[str, Attempt] = {}
-        self.attempts_by_recipient: dict[str, list[str]] = {}
+        #: attempt ids per recipient, oldest first (tuples of strings: the garbage collector
+        #: stops tracking them, where a list per recipient would be walked forever)
+        self.attempts_by_recipient: dict[str, tuple[str, ...]] = {}
         self.by_external: dict[tuple[str, str], str] = {}
         self.unfinished: dict[str, None] = {}  # ids of attempts not ended (ordered set)
         self.in_flight_campaign: dict[str, int] = {}
@@ -248,7 +257,10 @@ class InMemoryUnitOfWork:
         """The stored campaign with its current counters."""
         s = self._s
         campaign = s.campaigns[campaign_id]
-        counters = s.indexes[campaign_id].counters
+        index = s.indexes[campaign_id]
+        counters = index._frozen  # index.counters, inline (read on every transaction)
+        if counters is None:
+            counters = index._frozen = _counters(_ZERO_COUNTERS, *index.counts)
         if campaign.counters is not counters:
             # A cache refresh, not a change: reads always take counters from the index.
             campaign = _with_counters(campaign, counters)
@@ -279,7 +291,7 @@ class InMemoryUnitOfWork:
     def get_campaign(self, campaign_id: str, workspace_id: str | None = None) -> Campaign:
         """The campaign with current counters (deleted ones too); ``NotFound`` if it does
         not exist or belongs to another workspace than ``workspace_id``."""
-        s = self._check()
+        s = self._s if self._open else self._check()
         campaign = s.campaigns.get(campaign_id)
         if campaign is None or (workspace_id is not None and campaign.workspace_id != workspace_id):
             raise NotFound("campaign", campaign_id)
@@ -368,7 +380,7 @@ class InMemoryUnitOfWork:
 
     def dispatchable_campaigns(self) -> list[Campaign]:
         """Scheduled, active and paused campaigns that are not deleted, oldest first."""
-        s = self._check()
+        s = self._s if self._open else self._check()
         ids = s.dispatchable
         if ids is None:
             found = [
@@ -378,7 +390,8 @@ class InMemoryUnitOfWork:
             ]
             found.sort(key=lambda c: (_utc(c.created_at, ""), s.indexes[c.id].rank))
             ids = s.dispatchable = [c.id for c in found]
-        return [self._view(i) for i in ids]
+        view = self._view
+        return [view(i) for i in ids]
 
     # -- recipients -----------------------------------------------------------------
 
@@ -446,7 +459,7 @@ class InMemoryUnitOfWork:
 
     def get_recipient(self, recipient_id: str) -> Recipient:
         """The stored recipient; ``NotFound("recipient", id)`` if there is none."""
-        s = self._check()
+        s = self._s if self._open else self._check()
         rec = s.recipients.get(recipient_id)
         if rec is None:
             raise NotFound("recipient", recipient_id)
@@ -460,7 +473,7 @@ class InMemoryUnitOfWork:
         status is not ``previous.status`` (the caller's view is stale), if it
         changes campaign, or if its new phone is already in the campaign.
         """
-        s = self._check()
+        s = self._s if self._open else self._check()
         stored = s.recipients.get(recipient.id)
         if stored is None:
             raise NotFound("recipient", recipient.id)
@@ -470,10 +483,12 @@ class InMemoryUnitOfWork:
                 f"recipient {recipient.id!r} is {old_status.value}, "
                 f"not {previous.status.value} as the caller read it"
             )
-        if recipient.campaign_id != stored.campaign_id:
+        campaign_id = stored.campaign_id
+        if recipient.campaign_id != campaign_id:
             raise RepositoryError(f"recipient {recipient.id!r} cannot change campaign")
-        index = s.indexes[stored.campaign_id]
-        phone_changed = recipient.phone != stored.phone
+        index = s.indexes[campaign_id]
+        # copies keep the very same phone string: compare values only when it is another
+        phone_changed = recipient.phone is not stored.phone and recipient.phone != stored.phone
         if phone_changed and recipient.phone in index.phones:
             raise RepositoryError(
                 f"recipient {recipient.id!r}: {recipient.phone} is already in the campaign"
@@ -487,21 +502,34 @@ class InMemoryUnitOfWork:
         if phone_changed:
             index.phones.discard(stored.phone)
             index.phones.add(new.phone)
-        answered_delta = _answered(new) - _answered(stored)
+        # _answered(new) - _answered(stored), inline
+        answered_delta = (new_status is _COMPLETED and new.outcome is _ANSWERED_OUTCOME) - (
+            old_status is _COMPLETED and stored.outcome is _ANSWERED_OUTCOME
+        )
         if old_status is not new_status or answered_delta:
-            index.move(old_status, new_status, answered_delta)
-        old_outcome = stored.outcome if old_status in _FINAL else None
-        new_outcome = new.outcome if new_status in _FINAL else None
+            # index.move(old_status, new_status, answered_delta), inline
+            counts = index.counts
+            counts[_SLOT[old_status]] -= 1
+            counts[_SLOT[new_status]] += 1
+            counts[_ANSWERED] += answered_delta
+            index._frozen = None
         old_outcomes = None
-        if old_outcome is not new_outcome:
-            old_outcomes = dict(index.outcomes)
-            self._move_outcome(index, old_outcome, new_outcome)
+        if old_status in _FINAL or new_status in _FINAL:
+            old_outcome = stored.outcome if old_status in _FINAL else None
+            new_outcome = new.outcome if new_status in _FINAL else None
+            if old_outcome is not new_outcome:
+                old_outcomes = dict(index.outcomes)
+                self._move_outcome(index, old_outcome, new_outcome)
         if new_status is _PENDING and not (
             old_status is _PENDING and new.priority == stored.priority and due == _due_utc(stored)
         ):
-            self._push(index, new)
+            # _push(index, new), inline
+            if due is None:
+                heapq.heappush(index.ready, _ready_key(new.priority, new.seq))
+            else:
+                heapq.heappush(index.waiting, (due, new.seq))
         self._journal.append(
-            partial(self._unsave_recipient, index, stored, new, answered_delta, old_outcomes)
+            partial(_UoW._unsave_recipient, self, index, stored, new, answered_delta, old_outcomes)
         )
 
     def _unsave_recipient(
@@ -606,12 +634,14 @@ class InMemoryUnitOfWork:
     def due_recipients(self, campaign_id: str, now: datetime, limit: int) -> list[Recipient]:
         """Up to ``limit`` pending recipients due at ``now`` (``next_attempt_at`` None or
         <= now), highest priority first, then insertion order. Claims nothing."""
-        s = self._check()
-        now = _utc(now, "now")
+        s = self._s if self._open else self._check()
+        if now.tzinfo is not UTC:
+            now = _utc(now, "now")
         index = s.indexes.get(campaign_id)
         if index is None or limit <= 0:
             return []
-        if (index.waiting and index.waiting[0][0] <= now) or index.watermark is None:
+        waiting = index.waiting
+        if (waiting and waiting[0][0] <= now) or index.watermark is None:
             self._promote(index, now)
         elif now > index.watermark:
             index.watermark = now
@@ -629,10 +659,11 @@ class InMemoryUnitOfWork:
                 continue  # stale entry
             due = rec.next_attempt_at
             if due is not None:
-                due = _utc(due, "recipient.next_attempt_at")
+                if due.tzinfo is not UTC:
+                    due = _utc(due, "recipient.next_attempt_at")
                 if due > now:
                     # Promoted at a later ``now`` than this one: wait again.
-                    heapq.heappush(index.waiting, (due, seq))
+                    heapq.heappush(waiting, (due, seq))
                     continue
             taken.append(key)
             found.append(rec)
@@ -642,8 +673,9 @@ class InMemoryUnitOfWork:
 
     def next_due_at(self, campaign_id: str, now: datetime) -> datetime | None:
         """The earliest ``next_attempt_at`` later than ``now`` among pending recipients."""
-        s = self._check()
-        now = _utc(now, "now")
+        s = self._s if self._open else self._check()
+        if now.tzinfo is not UTC:
+            now = _utc(now, "now")
         index = s.indexes.get(campaign_id)
         if index is None:
             return None
@@ -719,20 +751,29 @@ class InMemoryUnitOfWork:
         """Add ``a`` to every attempt index and counter."""
         s = self._s
         s.attempts[a.id] = a
-        s.attempts_by_recipient.setdefault(a.recipient_id, []).append(a.id)
+        by_recipient = s.attempts_by_recipient
+        by_recipient[a.recipient_id] = (*by_recipient.get(a.recipient_id, ()), a.id)
         if a.provider is not None and a.external_call_id is not None:
             s.by_external[(a.provider, a.external_call_id)] = a.id
         index = s.indexes.get(a.campaign_id)
-        if a.in_flight:
+        if a.status is not _ENDED:  # a.in_flight
             s.unfinished[a.id] = None
             s.in_flight_total += 1
             s.in_flight_workspace[a.workspace_id] = s.in_flight_workspace.get(a.workspace_id, 0) + 1
             if not a.test_call:
                 s.in_flight_campaign[a.campaign_id] = s.in_flight_campaign.get(a.campaign_id, 0) + 1
         if index is not None and not a.test_call:
-            index.add(_ATTEMPTS, 1)
-            bisect.insort(index.starts, _utc(a.created_at, "attempt.created_at"))
-            duration = _answered_duration(a)
+            index.counts[_ATTEMPTS] += 1  # index.add(_ATTEMPTS, 1)
+            index._frozen = None
+            created_at = a.created_at
+            if created_at.tzinfo is not UTC:
+                created_at = _utc(created_at, "attempt.created_at")
+            starts = index.starts
+            if not starts or starts[-1] <= created_at:
+                starts.append(created_at)  # the usual case: attempts start in order
+            else:
+                bisect.insort(starts, created_at)
+            duration = _answered_duration(a) if a.status is _ENDED else None
             if duration is not None:
                 count, total = index.durations
                 index.durations = (count + 1, total + duration)
@@ -741,9 +782,10 @@ class InMemoryUnitOfWork:
         """Remove ``a`` from every attempt index and counter (the inverse of ``_attach``)."""
         s = self._s
         del s.attempts[a.id]
-        siblings = s.attempts_by_recipient[a.recipient_id]
-        siblings.remove(a.id)
-        if not siblings:
+        siblings = _without(s.attempts_by_recipient[a.recipient_id], a.id)
+        if siblings:
+            s.attempts_by_recipient[a.recipient_id] = siblings
+        else:
             del s.attempts_by_recipient[a.recipient_id]
         if a.provider is not None and a.external_call_id is not None:
             key = (a.provider, a.external_call_id)
@@ -774,30 +816,34 @@ class InMemoryUnitOfWork:
         s.attempts[aid] = new
         siblings = s.attempts_by_recipient[new.recipient_id]
         if siblings[-1] != aid:
-            siblings.remove(aid)
-            siblings.append(aid)
+            s.attempts_by_recipient[new.recipient_id] = (*_without(siblings, aid), aid)
         old_provider, old_external = old.provider, old.external_call_id
         new_provider, new_external = new.provider, new.external_call_id
-        if (
-            old_provider is not None
-            and old_external is not None
-            and (old_provider != new_provider or old_external != new_external)
-            and s.by_external.get((old_provider, old_external)) == aid
-        ):
-            del s.by_external[(old_provider, old_external)]
-        if new_provider is not None and new_external is not None:
-            s.by_external[(new_provider, new_external)] = aid
+        if old_external is not new_external or old_provider is not new_provider:
+            if (
+                old_provider is not None
+                and old_external is not None
+                and (old_provider != new_provider or old_external != new_external)
+                and s.by_external.get((old_provider, old_external)) == aid
+            ):
+                del s.by_external[(old_provider, old_external)]
+            if new_provider is not None and new_external is not None:
+                s.by_external[(new_provider, new_external)] = aid
         was, now = old.status is not _ENDED, new.status is not _ENDED
+        unfinished = s.unfinished
         if was:
-            del s.unfinished[aid]
+            del unfinished[aid]
         if now:
-            s.unfinished[aid] = None
-        if was and not now:
+            unfinished[aid] = None
+        if was == now:
+            if now:
+                return  # in flight before and after: no counter moves
+        elif was:
             s.in_flight_total -= 1
             _decrement(s.in_flight_workspace, new.workspace_id)
             if not new.test_call:
                 _decrement(s.in_flight_campaign, new.campaign_id)
-        elif now and not was:
+        else:
             s.in_flight_total += 1
             s.in_flight_workspace[new.workspace_id] = (
                 s.in_flight_workspace.get(new.workspace_id, 0) + 1
@@ -806,7 +852,7 @@ class InMemoryUnitOfWork:
                 s.in_flight_campaign[new.campaign_id] = (
                     s.in_flight_campaign.get(new.campaign_id, 0) + 1
                 )
-        if not new.test_call and (old.status is _ENDED or new.status is _ENDED):
+        if not new.test_call:  # one of the two versions is ended
             index = s.indexes.get(new.campaign_id)
             if index is not None:
                 old_duration, new_duration = _answered_duration(old), _answered_duration(new)
@@ -832,18 +878,20 @@ class InMemoryUnitOfWork:
         ``RepositoryError`` if the id (or the provider's call id) is taken;
         ``NotFound`` if a non-test attempt's campaign does not exist.
         """
-        s = self._check()
-        _utc(attempt.created_at, "attempt.created_at")
+        s = self._s if self._open else self._check()
+        if attempt.created_at.tzinfo is not UTC:
+            _utc(attempt.created_at, "attempt.created_at")
         if attempt.id in s.attempts:
             raise RepositoryError(f"attempt {attempt.id!r} already exists")
-        if not attempt.test_call:
-            self._index(attempt.campaign_id)
-        self._check_external(attempt)
+        if not attempt.test_call and attempt.campaign_id not in s.indexes:
+            raise NotFound("campaign", attempt.campaign_id)
+        if attempt.external_call_id is not None:
+            self._check_external(attempt)
         self._attach(attempt)
-        self._journal.append(partial(self._detach, attempt))
+        self._journal.append(partial(_UoW._detach, self, attempt))
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
-        return self._check().attempts.get(attempt_id)
+        return (self._s if self._open else self._check()).attempts.get(attempt_id)
 
     def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
         """The attempt the provider knows as ``external_call_id``; None if none."""
@@ -859,16 +907,19 @@ class InMemoryUnitOfWork:
         is the owner writing; a greater one takes the attempt over, after which
         writes with the old token are refused. ``NotFound`` if it does not exist.
         """
-        s = self._check()
+        s = self._s if self._open else self._check()
         stored = s.attempts.get(attempt.id)
         if stored is None:
             raise NotFound("attempt", attempt.id)
         if stored.claim_token > attempt.claim_token:
             raise StaleClaim(attempt.id, attempt.claim_token)
-        _utc(attempt.created_at, "attempt.created_at")
-        if not attempt.test_call:
-            self._index(attempt.campaign_id)
-        self._check_external(attempt)
+        created_at = attempt.created_at
+        if created_at.tzinfo is not UTC:
+            _utc(created_at, "attempt.created_at")
+        if not attempt.test_call and attempt.campaign_id not in s.indexes:
+            raise NotFound("campaign", attempt.campaign_id)
+        if attempt.external_call_id is not None:
+            self._check_external(attempt)
         if (
             attempt.campaign_id == stored.campaign_id
             and attempt.recipient_id == stored.recipient_id
@@ -877,7 +928,7 @@ class InMemoryUnitOfWork:
             and attempt.created_at == stored.created_at
         ):
             self._swap(stored, attempt)
-            self._journal.append(partial(self._swap, attempt, stored))
+            self._journal.append(partial(_UoW._swap, self, attempt, stored))
         else:
             self._detach(stored)
             self._attach(attempt)
@@ -890,9 +941,9 @@ class InMemoryUnitOfWork:
 
     def attempts_for(self, recipient_id: str) -> list[Attempt]:
         """The recipient's attempts by number (then creation)."""
-        s = self._check()
+        s = self._s if self._open else self._check()
         found = [s.attempts[i] for i in s.attempts_by_recipient.get(recipient_id, ())]
-        if len(found) > 1:
+        if len(found) > 1 and not _in_order(found):
             found.sort(key=lambda a: (a.number, _utc(a.created_at, "")))
         return found
 
@@ -901,7 +952,7 @@ class InMemoryUnitOfWork:
     ) -> Mapping[str, list[datetime]]:
         """For every id asked, the sorted ``created_at`` (>= since) of its non-test
         attempts (an empty list when it has none)."""
-        s = self._check()
+        s = self._s if self._open else self._check()
         since = _utc(since, "since")
         starts: dict[str, list[datetime]] = {}
         for rid in recipient_ids:
@@ -916,7 +967,7 @@ class InMemoryUnitOfWork:
     def in_flight(self) -> InFlightCounts:
         """Attempts not ended: by campaign (test calls excluded), by workspace and in
         total (test calls included: they use the provider's capacity)."""
-        s = self._check()
+        s = self._s if self._open else self._check()
         # The dicts never hold a zero (``_decrement`` drops the key), and the copier skips
         # the converter that would copy them a second time.
         return _in_flight_counts(
@@ -929,7 +980,7 @@ class InMemoryUnitOfWork:
     def dial_stats(self, campaign_id: str, now: datetime, day_start: datetime) -> DialStats:
         """Non-test attempt starts of the campaign: those in ``(now - 60 s, now]``, the
         latest one at or before ``now`` and how many in ``[day_start, now]``."""
-        s = self._check()
+        s = self._s if self._open else self._check()
         now = _utc(now, "now")
         day_start = _utc(day_start, "day_start")
         index = s.indexes.get(campaign_id)
@@ -990,11 +1041,33 @@ class InMemoryUnitOfWork:
 
     def suppressed(self, workspace_id: str, phones: Iterable[str]) -> set[str]:
         """The ``phones`` that are on the workspace's do-not-call list."""
-        s = self._check()
+        s = self._s if self._open else self._check()
         listed = s.suppressions.get(workspace_id)
         if not listed:
             return set()
         return {p for p in phones if p in listed}
+
+
+def _without(ids: tuple[str, ...], attempt_id: str) -> tuple[str, ...]:
+    """``ids`` without the first ``attempt_id`` (``ValueError`` if absent, like
+    ``list.remove``)."""
+    i = ids.index(attempt_id)
+    return ids[:i] + ids[i + 1 :]
+
+
+def _in_order(attempts: list[Attempt]) -> bool:
+    """Whether ``attempts`` are already sorted by number, each number once (the usual
+    case: attempts are added in order), so ``attempts_for`` need not sort them."""
+    previous = attempts[0].number
+    for a in attempts[1:]:
+        if a.number <= previous:
+            return False
+        previous = a.number
+    return True
+
+
+#: undo steps are ``partial(_UoW.method, uow, ...)``: one object each (no bound method)
+_UoW = InMemoryUnitOfWork
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:
@@ -1078,6 +1151,9 @@ class _Transaction:
             self._uow._close()
             if self._outer:
                 repo._journal = None
+                # the undo steps refer to the unit of work, which refers to the journal:
+                # empty it so all of them are freed now, not by a later garbage collection
+                self._journal.clear()
             repo._lock.release()
 
 
