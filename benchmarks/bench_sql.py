@@ -10,7 +10,10 @@ Run it as a script (``python benchmarks/bench_sql.py``) to print the figures;
   that applies its final result (exactly once, counters moved). PostgreSQL with
   1, 2 and 4 workers (the scaling), on the test server (``fsync`` off) and on a
   server with ``fsync`` and ``synchronous_commit`` on; SQLite with one process
-  (WAL, ``synchronous=NORMAL``: survives a process crash; and ``FULL``).
+  (WAL, ``synchronous=NORMAL``: survives a process crash; and ``FULL``). Each
+  rate comes with the CPU it took per recipient: the workers' and, for a local
+  PostgreSQL server, the server's (read from ``/proc``); on a shared machine
+  those move far less than the rate does (:func:`throughput_cpu`).
 - **import**: 100,000 CSV rows (phone parsing and validation included) into
   SQLite and into PostgreSQL, in rows per second, next to a bare
   ``phonenumbers.parse`` + ``is_valid_number`` loop over the same numbers;
@@ -201,6 +204,7 @@ def _worker(url: str, campaign_id: str, worker_id: str, go: Any, results: Any) -
     clock = SystemClock()
     done = 0
     go.wait()
+    cpu = time.process_time()
     while True:
         claims, _plan = core.dispatch(clock.now())
         if not claims:
@@ -222,12 +226,58 @@ def _worker(url: str, campaign_id: str, worker_id: str, go: Any, results: Any) -
                 ),
             )
         done += len(claims)
+    cpu = time.process_time() - cpu
     repo.close()
-    results.put(done)
+    results.put((done, cpu))
+
+
+def _postmaster(url: str) -> int | None:
+    """The process id of the server at ``url`` when it runs on this machine (a
+    superuser can read its data directory), else None."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            folder = conn.exec_driver_sql("SHOW data_directory").scalar()
+        return int((Path(str(folder)) / "postmaster.pid").read_text().split()[0])
+    except (sa.exc.DBAPIError, OSError, ValueError, IndexError):
+        return None
+    finally:
+        engine.dispose()
+
+
+def _postgres_cpu(postmaster: int | None) -> float | None:
+    """CPU seconds the server has used so far: the postmaster, its live processes
+    and (counted into the postmaster) the backends that exited; None if unknown."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0
+    if postmaster is None or not tick or not Path("/proc").is_dir():
+        return None
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields[1] is the parent's id
+        if int(entry.name) == postmaster:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == postmaster:
+            total += sum(int(x) for x in fields[11:13])
+    return total / tick
 
 
 def throughput(url: str, workers: int, recipients: int = THROUGHPUT_RECIPIENTS) -> float:
     """Recipients claimed and completed per second by ``workers`` processes."""
+    return throughput_cpu(url, workers, recipients)[0]
+
+
+def throughput_cpu(
+    url: str, workers: int, recipients: int = THROUGHPUT_RECIPIENTS
+) -> tuple[float, float, float | None]:
+    """:func:`throughput`, with the CPU it took per recipient: ``(per second, worker
+    CPU seconds, PostgreSQL server CPU seconds or None)``. The CPU figures hardly
+    move with other load on the machine, unlike the rate."""
     campaign_id = _campaign(url, recipients, BATCH_PER_WORKER * workers)
     context = multiprocessing.get_context("spawn")
     go, results = context.Event(), context.Queue()
@@ -238,14 +288,21 @@ def throughput(url: str, workers: int, recipients: int = THROUGHPUT_RECIPIENTS) 
     for process in processes:
         process.start()
     time.sleep(3.0)  # let every worker import and connect before the clock starts
+    postmaster = _postmaster(url) if url.startswith("postgresql") else None
+    server = _postgres_cpu(postmaster)
     started = time.perf_counter()
     go.set()
-    done = sum(results.get(timeout=600) for _ in processes)
+    reports = [results.get(timeout=600) for _ in processes]
     elapsed = time.perf_counter() - started
+    if server is not None:
+        after = _postgres_cpu(postmaster)
+        server = None if after is None else after - server
     for process in processes:
         process.join()
+    done = sum(n for n, _ in reports)
     assert done == recipients, (done, recipients)
-    return recipients / elapsed
+    cpu = sum(c for _, c in reports) / recipients
+    return recipients / elapsed, cpu, None if server is None else server / recipients
 
 
 # -- import -----------------------------------------------------------------------------------
@@ -331,9 +388,12 @@ def run(*, echo: bool = False) -> list[tuple[str, str]]:
         tmp = Path(folder)
         for synchronous in ("normal", "full"):
             url = f"sqlite:///{tmp / f'throughput-{synchronous}.db'}?synchronous={synchronous}"
-            rate = throughput(url, 1)
+            rate, cpu, _ = throughput_cpu(url, 1)
             rows.append(
-                (f"SQLite claim+complete, 1 process, synchronous={synchronous}", f"{rate:,.0f}/s")
+                (
+                    f"SQLite claim+complete, 1 process, synchronous={synchronous}",
+                    f"{rate:,.0f}/s ({cpu * 1e6:,.0f} µs CPU per recipient)",
+                )
             )
         for durable in (False, True):
             label = "fsync on" if durable else "fsync off"
@@ -344,12 +404,16 @@ def run(*, echo: bool = False) -> list[tuple[str, str]]:
                 rates = []
                 for workers in (1, 2, 4):
                     url = _fresh_database(server, f"bench_tp_{workers}")
-                    rates.append(throughput(url, workers))
-                scaling = ", ".join(
-                    f"{w} worker{'s' if w > 1 else ''} {r:,.0f}/s"
-                    for w, r in zip((1, 2, 4), rates, strict=True)
-                )
-                rows.append((f"PostgreSQL claim+complete ({label})", scaling))
+                    rate, cpu, server_cpu = throughput_cpu(url, workers)
+                    rates.append(rate)
+                    served = "" if server_cpu is None else f" + {server_cpu * 1e6:,.0f} server"
+                    rows.append(
+                        (
+                            f"PostgreSQL claim+complete ({label}), {workers} worker(s)",
+                            f"{rate:,.0f}/s (CPU per recipient: {cpu * 1e6:,.0f} µs worker"
+                            f"{served})",
+                        )
+                    )
                 rows.append(
                     (f"PostgreSQL scaling 1 -> 4 workers ({label})", f"x{rates[2] / rates[0]:.2f}")
                 )

@@ -189,25 +189,32 @@ class Timer:
 
 def _statements(engine: Any, apply: Callable[[], object]) -> list[tuple[str, Any]]:
     """The SQL statements (and parameters) ``apply`` sends: through SQLAlchemy and
-    the hot ones outdial sends to the driver itself (``SqlUnitOfWork._run``)."""
+    the hot ones outdial sends to the driver itself (``SqlUnitOfWork._run``, and
+    ``_begin``'s ``BEGIN IMMEDIATE``)."""
     seen: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
         seen.append((statement, params))
 
-    direct = SqlUnitOfWork._run
+    direct, begin = SqlUnitOfWork._run, SqlUnitOfWork._begin
 
     def run_recorded(uow: SqlUnitOfWork, statement: Any, params: Any) -> Any:
         compiled = uow._driver.compiled(statement)
         seen.append((compiled.sql, compiled.bind(params)))
         return direct(uow, statement, params)
 
+    def begin_recorded(uow: SqlUnitOfWork) -> None:
+        seen.append(("BEGIN IMMEDIATE", ()))  # sent to the driver by the unit of work
+        begin(uow)
+
     sa.event.listen(engine, "before_cursor_execute", record)
     SqlUnitOfWork._run = run_recorded  # type: ignore[method-assign]
+    SqlUnitOfWork._begin = begin_recorded  # type: ignore[method-assign]
     try:
         apply()
     finally:
         SqlUnitOfWork._run = direct  # type: ignore[method-assign]
+        SqlUnitOfWork._begin = begin  # type: ignore[method-assign]
         sa.event.remove(engine, "before_cursor_execute", record)
     return seen
 

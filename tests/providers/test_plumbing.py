@@ -9,6 +9,7 @@ import hmac
 import json
 import threading
 from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from outdial.errors import (
     ConfigurationError,
     NaiveDatetimeError,
+    WebhookPayloadError,
     WebhookVerificationError,
 )
 from outdial.outcomes import CallOutcome
@@ -31,6 +33,7 @@ from outdial.providers import (
 )
 from outdial.providers._http import redact
 from outdial.providers._signing import check_fresh, epoch_instant, signature_params
+from outdial.providers._wire import form_pairs
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 
@@ -215,3 +218,23 @@ def test_secrets_never_show_in_reprs() -> None:
     assert "k-secret" not in repr(RetellWebhook("k-secret"))
     with RetellProvider("k-secret") as adapter:
         assert "k-secret" not in repr(adapter)
+
+
+_FORM_TEXT = st.text(alphabet=st.sampled_from("ab=&+%2BF0 é€;"), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=_FORM_TEXT | st.lists(st.tuples(st.text(), st.text()), max_size=5).map(urlencode))
+def test_form_bodies_read_as_parse_qsl_reads_them(body: str) -> None:
+    try:
+        expected = parse_qsl(body, keep_blank_values=True, strict_parsing=bool(body))
+    except ValueError:
+        with pytest.raises(WebhookPayloadError, match="malformed"):
+            form_pairs("twilio", body.encode())
+        return
+    assert form_pairs("twilio", body.encode()) == expected
+
+
+def test_a_form_body_that_is_not_utf8_is_a_payload_error() -> None:
+    with pytest.raises(WebhookPayloadError, match="not UTF-8"):
+        form_pairs("twilio", b"a=\xff")

@@ -442,3 +442,15 @@ def test_twilio_statuses_map_onto_outcomes(
 def test_twilio_progress_statuses_are_not_final(status: str, expected: CallStatus) -> None:
     mapped = twilio_outcome(status)
     assert (mapped.status, mapped.outcome) == (expected, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=st.text(alphabet=st.sampled_from("ab:/?#&=%. \t\n[]1@"), max_size=40) | _URLS)
+def test_the_callback_query_is_read_as_urlsplit_reads_it(url: str) -> None:
+    from outdial.providers.twilio import _query
+
+    try:
+        expected = urlsplit(url).query
+    except ValueError:  # a URL urlsplit refuses: only a verifiable signature can pass it
+        return
+    assert _query(url) == expected

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from outdial.errors import WebhookPayloadError
 from outdial.ports import WebhookRequest
@@ -61,15 +61,35 @@ def json_object(provider: str, body: bytes) -> dict[str, Any]:
 
 
 def form_pairs(provider: str, body: bytes) -> list[tuple[str, str]]:
-    """The ``(name, value)`` pairs of a form-encoded body, in order."""
+    """The ``(name, value)`` pairs of a form-encoded body, in order.
+
+    What ``urllib.parse.parse_qsl(body, keep_blank_values=True,
+    strict_parsing=True)`` gives (an empty body has no pairs), without its
+    per-field overhead: ``+`` and ``%XX`` are only decoded where they occur.
+    """
     try:
         decoded = body.decode("utf-8")
     except UnicodeDecodeError:
         raise WebhookPayloadError(provider, "form body is not UTF-8") from None
-    try:
-        return parse_qsl(decoded, keep_blank_values=True, strict_parsing=bool(decoded))
-    except ValueError as exc:
-        raise WebhookPayloadError(provider, f"form body is malformed ({exc})") from None
+    if not decoded:
+        return []
+    pairs: list[tuple[str, str]] = []
+    for field in decoded.split("&"):
+        name, sep, value = field.partition("=")
+        if not sep:
+            raise WebhookPayloadError(
+                provider, f"form body is malformed (bad query field: {field!r})"
+            )
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name)
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value)
+        pairs.append((name, value))
+    return pairs
 
 
 def _multipart(provider: str, content_type: str, body: bytes) -> dict[str, Any]:

@@ -19,10 +19,10 @@ import base64
 import email.utils
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlsplit, urlunsplit
 
 import attrs
 import httpx
@@ -51,7 +51,7 @@ from outdial.providers._http import (
     TransportT,
 )
 from outdial.providers._signing import hmac_digest, same
-from outdial.providers._wire import add_query, form_pairs, json_object, number, query_params, text
+from outdial.providers._wire import add_query, form_pairs, json_object, number, text
 
 __all__ = [
     "TWILIO_API",
@@ -159,6 +159,25 @@ def _with_port(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
 
 
+def _query(url: str) -> str:
+    """``urlsplit(url).query``, without its cost for the usual URL."""
+    if not url[:1].isalnum() or "\t" in url or "\r" in url or "\n" in url:
+        return urlsplit(url).query  # what urlsplit strips first: its own rules
+    return url.partition("#")[0].partition("?")[2]
+
+
+def _urls(url: str) -> Iterator[str]:
+    """The URLs a signature may cover, in the order tried: as received, without its
+    port, with the scheme's default port (each variant made only when needed)."""
+    yield url
+    tried = {url}
+    for variant in (_without_port, _with_port):
+        other = variant(url)
+        if other not in tried:
+            tried.add(other)
+            yield other
+
+
 _ALGORITHMS = {"HMAC_SHA1": "sha1", "HMAC_SHA256": "sha256"}
 
 
@@ -182,28 +201,33 @@ class TwilioWebhook:
 
     def verify(self, request: WebhookRequest, *, now: datetime | None = None) -> None:
         """Raise :class:`WebhookVerificationError` unless Twilio signed ``request``."""
+        self._verified(request)
+
+    def _verified(
+        self, request: WebhookRequest
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]] | None]:
+        """Check the signature; the URL's query pairs and the form body's pairs (None
+        when a ``bodySHA256`` covers the body), read once for :meth:`parse` too."""
         signature = request.header("X-Twilio-Signature")
         if not signature:
             raise WebhookVerificationError(NAME, "missing X-Twilio-Signature header")
         algorithm = self._algorithm(request.header("X-Twilio-Webhooks-Signature-Settings"))
-        body_hash = parse_qs(urlsplit(request.url).query).get("bodySHA256")
-        params: dict[str, list[str]] = {}
+        query = parse_qsl(_query(request.url), keep_blank_values=True)
+        body_hash = next((v for k, v in query if k == "bodySHA256" and v), None)
+        pairs: list[tuple[str, str]] | None = None
         if body_hash:
-            if not same(hashlib.sha256(request.body).hexdigest(), body_hash[0]):
+            if not same(hashlib.sha256(request.body).hexdigest(), body_hash):
                 raise WebhookVerificationError(NAME, "body does not match bodySHA256")
+            signed = b""
         else:
-            for name, value in form_pairs(NAME, request.body):
-                params.setdefault(name, []).append(value)
-        signed = "".join(
-            name + value for name in sorted(params) for value in sorted(set(params[name]))
-        ).encode()
+            pairs = form_pairs(NAME, request.body)
+            # by name, then each name's distinct values in order
+            signed = "".join([name + value for name, value in sorted(set(pairs))]).encode()
         given = signature.strip().encode()
-        for url in dict.fromkeys(
-            (request.url, _without_port(request.url), _with_port(request.url))
-        ):
+        for url in _urls(request.url):
             digest = hmac_digest(self.auth_token, url.encode() + signed, algorithm)
             if same(base64.b64encode(digest), given):
-                return
+                return query, pairs
         raise WebhookVerificationError(NAME, "X-Twilio-Signature does not match the request")
 
     @staticmethod
@@ -222,12 +246,14 @@ class TwilioWebhook:
     def parse(self, request: WebhookRequest, *, now: datetime) -> CallEvent:
         """Verify ``request`` and turn the status callback into a :class:`CallEvent`."""
         require_aware(now, "now")
-        self.verify(request, now=now)
-        query = query_params(request.url)
-        if "bodySHA256" in query:
+        pairs, form = self._verified(request)
+        query: dict[str, str] = {}
+        for name, value in pairs:
+            query.setdefault(name, value)
+        if "bodySHA256" in query or form is None:
             fields: Mapping[str, Any] = json_object(NAME, request.body)
         else:
-            fields = dict(reversed(form_pairs(NAME, request.body)))  # first value wins
+            fields = dict(reversed(form))  # first value wins
         call_sid = text(fields.get("CallSid"))
         call_status = text(fields.get("CallStatus"))
         if call_sid is None or call_status is None:

@@ -34,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
     raise MissingExtra("sql", exc.name or "sqlalchemy") from exc
 
+import select
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +50,7 @@ from sqlalchemy import event, pool
 
 from outdial.errors import DatabaseUnavailable, SchemaOutOfDate
 from outdial.sql.heartbeat import Heartbeat
-from outdial.sql.repository import DISPATCH_LOCK_KEY, SqlRepository, SqlUnitOfWork
+from outdial.sql.repository import _BEGUN, DISPATCH_LOCK_KEY, SqlRepository, SqlUnitOfWork
 from outdial.sql.schema import VERSION_TABLE
 
 __all__ = [
@@ -177,7 +178,10 @@ def _sqlite_engine(url: sa.URL, shown: str, *, create: bool) -> sa.Engine:
     def _on_begin(conn: sa.Connection) -> None:
         # Take the write lock at once: a transaction never fails half-way with
         # SQLITE_BUSY when it first writes, and claims are serialised. Only the
-        # checks made while connecting read without it.
+        # checks made while connecting read without it. A unit of work that already
+        # sent BEGIN IMMEDIATE itself marks the connection (see SqlUnitOfWork._join).
+        if conn.info.get(_BEGUN):
+            return
         if conn.get_execution_options().get(_READ_ONLY):
             conn.exec_driver_sql("BEGIN")
         else:
@@ -186,9 +190,55 @@ def _sqlite_engine(url: sa.URL, shown: str, *, create: bool) -> sa.Engine:
     return engine
 
 
+def _postgres_engine(url: sa.URL) -> sa.Engine:
+    engine = sa.create_engine(
+        url,
+        pool_size=8,
+        max_overflow=16,
+        connect_args={"connect_timeout": 10, "application_name": "outdial"},
+    )
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # Instead of a pre-ping round trip: a pooled connection the server closed
+        # (restart, pg_terminate_backend, idle timeout) has its socket readable (the
+        # server's goodbye, then end of file) while nothing was asked. The pool then
+        # drops it and checks out a fresh one.
+        if not _idle_and_open(dbapi_connection):
+            raise sa.exc.DisconnectionError("the server closed this pooled connection")
+
+    return engine
+
+
+def _idle_and_open(dbapi_connection: Any) -> bool:
+    """Whether a pooled psycopg connection looks usable, without a round trip: open,
+    idle, and nothing unread on its socket (an idle connection is sent nothing but
+    the server's goodbye; outdial does not LISTEN)."""
+    try:
+        if dbapi_connection.closed or dbapi_connection.broken:
+            return False
+        pgconn = dbapi_connection.pgconn
+        if pgconn.status != 0 or pgconn.transaction_status != 0:  # CONNECTION_OK, IDLE
+            return False
+        return not _readable(pgconn.socket)
+    except Exception:  # a closed socket, a driver error: not usable either way
+        return False
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has something to read (or is closed), without waiting."""
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit (a busy process has many files)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # pragma: no cover - Windows
+    return bool(readable)
+
+
 def create_engine(url: str | sa.URL, *, create: bool = False) -> sa.Engine:
     """The SQLAlchemy engine outdial uses for ``url`` (SQLite: WAL, busy timeout,
-    ``BEGIN IMMEDIATE``; PostgreSQL: psycopg 3, pre-ping). Nothing is connected yet.
+    ``BEGIN IMMEDIATE``; PostgreSQL: psycopg 3, a pooled connection the server
+    closed is replaced at check-out). Nothing is connected yet.
 
     ``DatabaseUnavailable`` for a URL outdial cannot use; a SQLite file must exist
     unless ``create`` is true.
@@ -198,13 +248,7 @@ def create_engine(url: str | sa.URL, *, create: bool = False) -> sa.Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(parsed, shown, create=create)
-        return sa.create_engine(
-            parsed,
-            pool_pre_ping=True,
-            pool_size=8,
-            max_overflow=16,
-            connect_args={"connect_timeout": 10, "application_name": "outdial"},
-        )
+        return _postgres_engine(parsed)
     except (ImportError, sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
         raise DatabaseUnavailable(shown, f"cannot load the database driver: {exc}") from exc
 

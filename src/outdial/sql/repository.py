@@ -27,10 +27,16 @@ just before commit (one short row lock instead of one per recipient); reads made
 inside the transaction add the moves not yet written.
 
 **Round trips.** A unit of work does not read twice what it already holds: a
-campaign it read or wrote, the recipient fetched together with an attempt (the
-runners ask for both, in turn), an attempt it locked (``save_attempt`` then needs
-no re-read); updates write only the columns that changed. Decoded campaign
-settings are kept per repository while the stored columns stay the same.
+campaign it read or wrote, the recipient, campaign counters and attempt count
+fetched together with an attempt (the runners ask for the recipient, campaign and
+history in turn; a recipient's only attempt is its history), an attempt it locked
+(``save_attempt`` then needs no re-read); updates write only the columns that
+changed, the counters only the columns that moved. Decoded campaign settings are
+kept per repository and reused while the version read with the row is the one
+they were decoded at (every stored change bumps it; a transaction's own,
+uncommitted changes are never cached). Hot statements, ``BEGIN``/``COMMIT`` and
+savepoints go to the driver connection; SQLAlchemy's transaction object is only
+joined when a statement goes through Core.
 
 **Guards in the database.** ``save_recipient`` is a compare-and-set on the
 status the caller read; ``save_attempt`` refuses a write whose ``claim_token`` is
@@ -41,9 +47,10 @@ index refuses a second attempt in flight with the same recipient and number.
 from __future__ import annotations
 
 import json
+import operator
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -53,6 +60,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from outdial._attrs import copier
 from outdial._time import UTC, to_utc
 from outdial.calendar import BusinessHours
 from outdial.campaign import AgentSettings, Campaign, CampaignCounters, CampaignStatus, ScheduleType
@@ -91,6 +99,10 @@ __all__ = [
 #: The PostgreSQL advisory lock key taken by ``transaction(dispatch_lock=True)``
 #: (``b"outd"`` as an integer).
 DISPATCH_LOCK_KEY: Final = 0x6F757464
+#: ``Connection.info`` key set while a unit of work begins SQLAlchemy's transaction
+#: object on a database transaction it already opened (the begin event then sends
+#: nothing).
+_BEGUN: Final = "outdial_begun"
 #: First key of the per-campaign advisory lock that serialises imports.
 _IMPORT_LOCK_SPACE: Final = 0x696D70  # b"imp"
 
@@ -152,6 +164,7 @@ def _campaign_values(c: Campaign) -> dict[str, Any]:
 
 _CAMPAIGN_READ = [*CAMPAIGNS.c, *(COUNTERS.c[name] for name in _CAMPAIGN_COUNTERS)]
 _CAMPAIGN_CACHE_SIZE = 1_024
+_set_counters = copier(Campaign, "counters")
 
 
 def _campaign_from(m: Mapping[str, Any], counters: CampaignCounters) -> Campaign:
@@ -305,14 +318,20 @@ def _attempt_from(m: Mapping[str, Any]) -> Attempt:
     )
 
 
+_COUNTER_FIELDS = tuple(field.name for field in attrs.fields(CampaignCounters))
+assert set(_COUNTER_FIELDS) == set(_CAMPAIGN_COUNTERS)
+
+
 def _counters_from(
     m: Mapping[str, Any] | None, moves: Mapping[str, float] | None
 ) -> CampaignCounters:
-    values = {name: int((m or {}).get(name) or 0) for name in _CAMPAIGN_COUNTERS}
+    if m is None:
+        m = {}
     if moves:
-        for name in values:
-            values[name] += int(moves.get(name, 0))
-    return CampaignCounters(**values)
+        return CampaignCounters(
+            *[int(m.get(name) or 0) + int(moves.get(name, 0)) for name in _COUNTER_FIELDS]
+        )
+    return CampaignCounters(*[int(m.get(name) or 0) for name in _COUNTER_FIELDS])
 
 
 def _answered(status: str, outcome: str | None) -> int:
@@ -360,13 +379,38 @@ _GET_CAMPAIGN = (
     .where(_C.id == _P("id"))
 )
 _CAMPAIGN_EXISTS = sa.select(_C.id).where(_C.id == _P("id"))
+# every dispatch round reads them (literal statuses: the statement has no list parameter)
+_DISPATCHABLE_CAMPAIGNS = (
+    sa.select(*_CAMPAIGN_READ)
+    .select_from(CAMPAIGNS.outerjoin(COUNTERS, COUNTERS.c.campaign_id == _C.id))
+    .where(
+        _C.status.in_([sa.literal_column(f"'{status}'") for status in _DISPATCHABLE]),
+        _C.deleted_at.is_(None),
+    )
+    .order_by(_C.created_at, _C.rank)
+)
 _GET_RECIPIENT = sa.select(RECIPIENTS).where(_R.id == _P("id"))
-# An attempt and its recipient in one round trip (the runners read both, in turn).
+# An attempt, its recipient, its campaign's version and stored counters, and how
+# many attempts the recipient has, in one round trip (the runners read the attempt,
+# its recipient, campaign and history in turn). The campaign's settings come from
+# the repository's cache while its version is the one read here.
+_HISTORY = ATTEMPTS.alias("history")
 _WITH_RECIPIENT = [
     *_ATTEMPT_READ,
     *(column.label(f"r_{column.name}") for column in RECIPIENTS.c),
-    *(column.label(f"c_{column.name}") for column in _CAMPAIGN_READ),
+    _C.version.label("c_version"),
+    *(COUNTERS.c[name].label(f"n_{name}") for name in _CAMPAIGN_COUNTERS),
+    sa.select(sa.func.count())
+    .where(_HISTORY.c.recipient_id == _A.recipient_id)
+    .scalar_subquery()
+    .label("history"),
 ]
+_ATTEMPT_NAMES = tuple(column.name for column in _ATTEMPT_READ)
+_RECIPIENT_NAMES = tuple(column.name for column in RECIPIENTS.c)
+_AT_RECIPIENT = len(_ATTEMPT_NAMES)  # where the recipient's columns start in such a row
+_AT_VERSION = _AT_RECIPIENT + len(_RECIPIENT_NAMES)
+_AT_COUNTERS = _AT_VERSION + 1
+_AT_HISTORY = _AT_COUNTERS + len(_CAMPAIGN_COUNTERS)
 _ATTEMPT_JOIN = (
     ATTEMPTS.outerjoin(RECIPIENTS, RECIPIENTS.c.id == _A.recipient_id)
     .outerjoin(CAMPAIGNS, CAMPAIGNS.c.id == _A.campaign_id)
@@ -561,17 +605,27 @@ _UPDATE_CAMPAIGN = (
         }
     )
 )
-_MOVE_COUNTERS = (
-    sa.update(COUNTERS)
-    .where(COUNTERS.c.campaign_id == _P("c_id"))
-    .values(
-        {
-            **{name: COUNTERS.c[name] + _P(f"d_{name}") for name in _COUNTER_COLUMNS},
-            "answered_seconds": COUNTERS.c.answered_seconds
-            + _P("d_answered_seconds", type_=sa.Float),
-        }
-    )
-)
+_COUNTER_MOVES: dict[tuple[str, ...], sa.Update] = {}
+#: counter columns in the order their moves are written, and the whole-number ones
+_COUNTER_ORDER = {name: i for i, name in enumerate((*_COUNTER_COLUMNS, "answered_seconds"))}
+_INTEGRAL = frozenset(_COUNTER_COLUMNS)
+
+
+def _move_counters(deltas: tuple[str, ...]) -> sa.Update:
+    """``UPDATE`` adding the ``d_<column>`` parameters named in ``deltas`` to a
+    campaign's counters (only the columns that move: built once per set)."""
+    statement = _COUNTER_MOVES.get(deltas)
+    if statement is None:
+        values: dict[str, Any] = {}
+        for delta in deltas:
+            name = delta[2:]
+            type_ = sa.Float() if name == "answered_seconds" else sa.BigInteger()
+            values[name] = COUNTERS.c[name] + _P(delta, type_=type_)
+        statement = sa.update(COUNTERS).where(COUNTERS.c.campaign_id == _P("c_id")).values(values)
+        if len(_COUNTER_MOVES) >= _UPDATE_STATEMENTS_KEPT:
+            _COUNTER_MOVES.clear()
+        _COUNTER_MOVES[deltas] = statement
+    return statement
 
 
 _ATTEMPT_BINDS = {name: _P(name, type_=_A[name].type) for name in _ATTEMPT_UPDATE_COLUMNS}
@@ -651,6 +705,7 @@ class _Statements:
 
 
 _STATEMENTS = {True: _Statements(postgres=True), False: _Statements(postgres=False)}
+
 _DISPATCH_LOCK = sa.select(sa.func.pg_advisory_xact_lock(DISPATCH_LOCK_KEY))
 
 
@@ -691,6 +746,21 @@ def _pg_bind(value: Any) -> Any:
     return value
 
 
+#: bound parameter types whose values the drivers take as they are
+_PLAIN_TYPES = (sa.String, sa.Integer, sa.Float, sa.Boolean)
+
+
+def _no_values(params: Mapping[str, Any]) -> tuple[()]:
+    return ()
+
+
+def _encoder(type_: Any, postgres: bool) -> Any:
+    """How a parameter of ``type_`` is converted for the driver (None: not at all)."""
+    if isinstance(type_, _PLAIN_TYPES) and not isinstance(type_, sa.JSON):
+        return None
+    return _pg_bind if postgres else _sqlite_bind
+
+
 def _decoder(type_: Any, postgres: bool) -> Any:
     if isinstance(type_, UtcDateTime):
         return _pg_instant if postgres else _sqlite_instant
@@ -709,6 +779,7 @@ class _Compiled:
 
     __slots__ = (
         "columns",
+        "convert_at",
         "decoders",
         "defaults",
         "names",
@@ -716,6 +787,7 @@ class _Compiled:
         "postgres",
         "sql",
         "statement",
+        "take",
     )
 
     def __init__(self, statement: Any, dialect: sa.Dialect) -> None:
@@ -728,6 +800,15 @@ class _Compiled:
             compiled.positiontup if compiled.positional else compiled.params
         )
         self.defaults: dict[str, Any] = dict(compiled.params)
+        # the parameters' values in order, and how those that need it are converted
+        self.take: Any = operator.itemgetter(*self.names) if self.names else _no_values
+        self.convert_at: tuple[tuple[int, Any], ...] = tuple(
+            (i, convert)
+            for i, convert in enumerate(
+                _encoder(compiled.binds[name].type, self.postgres) for name in self.names
+            )
+            if convert is not None
+        )
         columns = list(getattr(statement, "selected_columns", ()))
         if not columns and getattr(statement, "_returning", None):
             columns = list(statement._returning)
@@ -739,15 +820,20 @@ class _Compiled:
         )
 
     def bind(self, params: Mapping[str, Any]) -> Any:
-        convert = _pg_bind if self.postgres else _sqlite_bind
-        defaults = self.defaults
+        try:  # the usual case: every parameter given
+            values = list(self.take(params)) if len(self.names) != 1 else [self.take(params)]
+            given = True
+        except KeyError:
+            defaults = self.defaults
+            values = [params[n] if n in params else defaults[n] for n in self.names]
+            given = False
+        for i, convert in self.convert_at:
+            value = values[i]
+            if value is not None and (given or self.names[i] in params):
+                values[i] = convert(value)
         if self.positional:
-            return tuple(
-                convert(params[name]) if name in params else defaults[name] for name in self.names
-            )
-        return {
-            name: convert(params[name]) if name in params else defaults[name] for name in self.names
-        }
+            return values
+        return dict(zip(self.names, values, strict=True))
 
 
 class _Driver:
@@ -785,13 +871,15 @@ class _Driver:
 class _Moves:
     """Counter moves of one transaction not yet written: campaign -> column -> delta."""
 
-    __slots__ = ("counters",)
+    __slots__ = ("counters", "version")
 
     def __init__(self) -> None:
         self.counters: dict[str, dict[str, float]] = {}
+        self.version = 0  # bumped by every change (counters computed from it are stale)
 
     def add(self, campaign_id: str, **deltas: float) -> None:
         moves = self.counters.setdefault(campaign_id, {})
+        self.version += 1
         for name, delta in deltas.items():
             if delta:
                 moves[name] = moves.get(name, 0) + delta
@@ -801,6 +889,7 @@ class _Moves:
         if old == new:
             return
         moves = self.counters.setdefault(campaign_id, {})
+        self.version += 1
         if old is not None:
             column = _OUTCOME_COLUMNS[old]
             moves[column] = moves.get(column, 0) - n
@@ -814,6 +903,7 @@ class _Moves:
 
     def clear(self) -> None:
         self.counters.clear()
+        self.version += 1
 
 
 class SqlUnitOfWork:
@@ -834,19 +924,108 @@ class SqlUnitOfWork:
         self._q = _STATEMENTS[self._pg]
         self._driver = repository._driver
         self._dbapi: Any = None
+        self._cursor: Any = None
+        self._depth = 0  # savepoints open (see SqlRepository._savepoint)
         # attempts read with a lock (or written) in this transaction: id -> stored values
         self._held: dict[str, dict[str, Any]] = {}
         # what this transaction already read: campaign id -> (stored counters, value)
         # and recipient id -> value (re-reading them would cost a round trip each)
         self._seen_campaigns: dict[str, tuple[Mapping[str, Any], Campaign]] = {}
         self._seen_recipients: dict[str, Recipient] = {}
+        # campaign id -> the ``_moves.version`` its seen value's counters were counted at
+        self._counted: dict[str, int] = {}
+        # campaigns this transaction wrote: their rows are not committed yet, so the
+        # repository's cache of decoded campaigns must not learn them from here
+        self._written: set[str] = set()
+        # recipient id -> its only attempt, when the read that held the attempt counted
+        # one attempt for the recipient (``attempts_for`` then needs no query)
+        self._histories: dict[str, Attempt] = {}
+        # SQLAlchemy's transaction on the connection, begun only when a statement goes
+        # through SQLAlchemy (the hot statements go to the driver: see _begin)
+        self._tx: sa.RootTransaction | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _c(self) -> sa.Connection:
+    def _check(self) -> None:
         if not self._open:
             raise RepositoryError("this unit of work is closed: its transaction block has ended")
+
+    def _c(self) -> sa.Connection:
+        """The SQLAlchemy connection, inside SQLAlchemy's view of the transaction."""
+        if not self._open:
+            raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        if self._tx is None:
+            self._join()
         return self._conn
+
+    def _join(self) -> None:
+        """Begin SQLAlchemy's transaction object on the connection without sending
+        anything: the database transaction is already open (see :meth:`_begin`)."""
+        conn = self._conn
+        conn.info[_BEGUN] = True  # the SQLite engine's begin event must not BEGIN again
+        try:
+            self._tx = conn.begin()
+        finally:
+            conn.info.pop(_BEGUN, None)
+
+    def _driver_connection(self) -> Any:
+        dbapi = self._dbapi
+        if dbapi is None:
+            dbapi = self._dbapi = self._conn.connection.driver_connection
+        return dbapi
+
+    def _failed(self, exc: Exception, sql: str, args: Any) -> None:
+        """Raise ``exc`` wrapped (and a lost connection invalidated) as Core does."""
+        if self._tx is None:
+            self._join()  # so SQLAlchemy does not roll the transaction back by itself
+        self._conn._handle_dbapi_exception(exc, sql, args, None, None)
+
+    def _begin(self) -> None:
+        """Open the database transaction on the driver connection.
+
+        SQLAlchemy's begin/commit plumbing (events, transaction objects) costs
+        more than a small transaction, so the hot path talks to the driver, and
+        SQLAlchemy's transaction object is only begun (:meth:`_c`) when a
+        statement goes through it. SQLite gets ``BEGIN IMMEDIATE`` here (the
+        write lock at once); psycopg begins by itself with the first statement.
+        """
+        if self._pg:
+            return
+        try:
+            self._driver_connection().execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            self._failed(exc, "BEGIN IMMEDIATE", ())
+
+    def _commit(self) -> None:
+        """Write the counter moves and commit."""
+        for statement, params in self._counter_writes():
+            self._run(statement, params)
+        self._end(commit=True)
+
+    def _end(self, commit: bool) -> None:
+        """Commit (or roll back) the transaction, through whichever layer began it."""
+        tx = self._tx
+        if tx is not None:
+            if commit:
+                tx.commit()
+            else:
+                tx.rollback()
+            return
+        dbapi = self._driver_connection()
+        try:
+            if commit:
+                dbapi.commit()
+            else:
+                dbapi.rollback()
+        except Exception as exc:
+            self._failed(exc, "COMMIT" if commit else "ROLLBACK", ())
+
+    def _release(self) -> None:
+        """Close this transaction's cursor."""
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            with suppress(Exception):  # a broken connection is dropped by the pool anyway
+                cursor.close()
 
     def _close(self) -> None:
         self._open = False
@@ -857,13 +1036,25 @@ class SqlUnitOfWork:
             raise RepositoryError("this unit of work is closed: its transaction block has ended")
         compiled = self._driver.compiled(statement)
         args = compiled.bind(params)
-        dbapi = self._dbapi
-        if dbapi is None:
-            dbapi = self._dbapi = self._conn.connection.driver_connection
+        cursor = self._cursor
+        if cursor is None:  # one cursor per transaction (each result is read at once)
+            cursor = self._cursor = self._driver_connection().cursor()
         try:
-            return dbapi.execute(compiled.sql, args)
-        except Exception as exc:  # wrapped (and a lost connection invalidated) as Core does
-            self._conn._handle_dbapi_exception(exc, compiled.sql, args, None, None)
+            return cursor.execute(compiled.sql, args)
+        except Exception as exc:
+            self._failed(exc, compiled.sql, args)
+
+    def _statement(self, sql: str) -> None:
+        """Send ``sql`` (no parameters) to the driver: savepoints."""
+        if not self._open:
+            raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self._driver_connection().cursor()
+        try:
+            cursor.execute(sql)
+        except Exception as exc:
+            self._failed(exc, sql, ())
 
     def _rows(self, statement: Any, params: Mapping[str, Any]) -> list[list[Any]]:
         """The rows of ``statement``, their columns decoded (instants, JSON, booleans)."""
@@ -897,20 +1088,35 @@ class SqlUnitOfWork:
     def _flush(self) -> None:
         """Write the counter moves of this transaction: one UPDATE per campaign touched,
         just before commit, so the counters row is locked as briefly as possible."""
+        for statement, params in self._counter_writes():
+            self._run(statement, params)
+
+    def _counter_writes(self) -> list[tuple[sa.Update, dict[str, Any]]]:
+        """The statements that write the counter moves (the moves are then taken as
+        written: the caller sends them, or the transaction fails)."""
+        writes: list[tuple[sa.Update, dict[str, Any]]] = []
         for campaign_id, moves in self._moves.counters.items():
-            if not any(moves.values()):
+            deltas = sorted(
+                (_COUNTER_ORDER[name], f"d_{name}", int(delta) if name in _INTEGRAL else delta)
+                for name, delta in moves.items()
+                if delta and (name not in _INTEGRAL or int(delta))
+            )
+            if not deltas:
                 continue
-            params: dict[str, Any] = {
-                f"d_{name}": int(moves.get(name, 0)) for name in _COUNTER_COLUMNS
-            }
-            params["d_answered_seconds"] = float(moves.get("answered_seconds", 0.0))
+            params: dict[str, Any] = {name: delta for _, name, delta in deltas}
+            statement = _move_counters(tuple(params))
             params["c_id"] = campaign_id
-            self._run(_MOVE_COUNTERS, params)
+            writes.append((statement, params))
             seen = self._seen_campaigns.get(campaign_id)
             if seen is not None:  # the moves are in the stored row now
-                stored = {n: int(seen[0].get(n) or 0) + int(moves.get(n, 0)) for n in seen[0]}
+                stored = dict(seen[0])
+                for name, delta in moves.items():
+                    if name in stored:
+                        stored[name] = int(stored[name] or 0) + int(delta)
                 self._seen_campaigns[campaign_id] = (stored, seen[1])
+                self._counted.pop(campaign_id, None)
         self._moves.clear()
+        return writes
 
     def _counters(self, campaign_id: str, row: Any) -> CampaignCounters:
         return _counters_from(row, self._moves.counters.get(campaign_id))
@@ -923,26 +1129,37 @@ class SqlUnitOfWork:
 
         Decoding the settings (business hours, retry policy...) costs more than
         the query, so the repository keeps the last decoded value per campaign and
-        reuses it while the stored columns are exactly the same.
+        reuses it while the stored version is the same (every change of a stored
+        campaign bumps its version).
         """
         campaign_id = m["id"]
         self._known.add(campaign_id)
         stored = {name: m[name] for name in _CAMPAIGN_COUNTERS}
         counters = self._counters(campaign_id, stored)
-        columns = tuple(m[column.name] for column in CAMPAIGNS.c)
-        cache = self._repo._campaigns
-        cached = cache.get(campaign_id)
-        if cached is not None and cached[0] == columns:
-            campaign = cached[1]
-            if campaign.counters != counters:
-                campaign = attrs.evolve(campaign, counters=counters)
+        cached = self._cached(campaign_id, m["version"])
+        if cached is not None:
+            campaign = self._with_counters(cached, counters)
         else:
             campaign = _campaign_from(m, counters)
-            if len(cache) >= _CAMPAIGN_CACHE_SIZE:
-                cache.clear()
-            cache[campaign_id] = (columns, campaign)
+            if campaign_id not in self._written:  # committed: the same for every reader
+                cache = self._repo._campaigns
+                if len(cache) >= _CAMPAIGN_CACHE_SIZE:
+                    cache.clear()
+                cache[campaign_id] = (campaign.version, campaign)
         self._seen_campaigns[campaign_id] = (stored, campaign)
+        self._counted[campaign_id] = self._moves.version
         return campaign
+
+    def _cached(self, campaign_id: str, version: int) -> Campaign | None:
+        """The repository's decoded campaign if it is at ``version`` (stored, committed)."""
+        cached = self._repo._campaigns.get(campaign_id)
+        if cached is None or cached[0] != version or campaign_id in self._written:
+            return None
+        return cached[1]
+
+    @staticmethod
+    def _with_counters(campaign: Campaign, counters: CampaignCounters) -> Campaign:
+        return campaign if campaign.counters == counters else _set_counters(campaign, counters)
 
     # -- campaigns ------------------------------------------------------------------------------
 
@@ -969,7 +1186,9 @@ class SqlUnitOfWork:
             },
         )
         self._known.add(campaign.id)
+        self._written.add(campaign.id)
         zero = dict.fromkeys(_CAMPAIGN_COUNTERS, 0)
+        self._counted.pop(campaign.id, None)
         self._seen_campaigns[campaign.id] = (
             zero,
             attrs.evolve(campaign, counters=CampaignCounters()),
@@ -982,18 +1201,18 @@ class SqlUnitOfWork:
         A campaign this transaction already read (or wrote) is not read again: its
         counters are the stored ones plus this transaction's moves.
         """
-        self._c()
+        self._check()
         seen = self._seen_campaigns.get(campaign_id)
         if seen is not None:
             stored, campaign = seen
             if workspace_id is not None and campaign.workspace_id != workspace_id:
                 raise NotFound("campaign", campaign_id)
-            counters = self._counters(campaign_id, stored)
-            return (
-                campaign
-                if campaign.counters == counters
-                else attrs.evolve(campaign, counters=counters)
-            )
+            version = self._moves.version
+            if self._counted.get(campaign_id) != version:  # moves since: count again
+                campaign = self._with_counters(campaign, self._counters(campaign_id, stored))
+                self._seen_campaigns[campaign_id] = (stored, campaign)
+                self._counted[campaign_id] = version
+            return campaign
         rows = self._dicts(_GET_CAMPAIGN, {"id": campaign_id})
         if not rows or (workspace_id is not None and rows[0]["workspace_id"] != workspace_id):
             raise NotFound("campaign", campaign_id)
@@ -1008,6 +1227,7 @@ class SqlUnitOfWork:
         conn = self._c()
         params = _campaign_values(campaign)
         params.update(c_id=campaign.id, c_ws=campaign.workspace_id, c_version=campaign.version)
+        self._written.add(campaign.id)
         if conn.execute(_UPDATE_CAMPAIGN, params).rowcount != 1:
             state = conn.execute(_CAMPAIGN_STATE, {"id": campaign.id}).first()
             if state is None or state.workspace_id != campaign.workspace_id:
@@ -1025,6 +1245,7 @@ class SqlUnitOfWork:
         counters = self._counters(campaign.id, stored)
         saved = attrs.evolve(campaign, counters=counters, version=campaign.version + 1)
         self._seen_campaigns[campaign.id] = (stored, saved)
+        self._counted[campaign.id] = self._moves.version
         return saved
 
     def _campaign_query(self) -> sa.Select[Any]:
@@ -1093,12 +1314,8 @@ class SqlUnitOfWork:
 
     def dispatchable_campaigns(self) -> list[Campaign]:
         """Scheduled, active and paused campaigns that are not deleted, oldest first."""
-        rows = self._c().execute(
-            self._campaign_query()
-            .where(_C.status.in_(_DISPATCHABLE), _C.deleted_at.is_(None))
-            .order_by(_C.created_at, _C.rank)
-        )
-        return [self._campaign(row) for row in rows]
+        self._check()
+        return [self._campaign_from(m) for m in self._dicts(_DISPATCHABLE_CAMPAIGNS, {})]
 
     # -- recipients -----------------------------------------------------------------------------
 
@@ -1226,7 +1443,7 @@ class SqlUnitOfWork:
 
     def get_recipient(self, recipient_id: str) -> Recipient:
         """The stored recipient; ``NotFound("recipient", id)`` if there is none."""
-        self._c()
+        self._check()
         seen = self._seen_recipients.get(recipient_id)
         if seen is not None:
             return seen
@@ -1244,12 +1461,16 @@ class SqlUnitOfWork:
         changed: the caller's view is stale), if it changes campaign, or if its
         new phone is already in the campaign.
         """
-        conn = self._c()
+        self._check()
         if recipient.phone != previous.phone:
-            taken = conn.execute(
-                _PHONE_TAKEN,
-                {"cid": recipient.campaign_id, "phone": recipient.phone, "id": recipient.id},
-            ).first()
+            taken = (
+                self._c()
+                .execute(
+                    _PHONE_TAKEN,
+                    {"cid": recipient.campaign_id, "phone": recipient.phone, "id": recipient.id},
+                )
+                .first()
+            )
             if taken is not None:
                 raise RepositoryError(
                     f"recipient {recipient.id!r}: {recipient.phone} is already in the campaign"
@@ -1272,7 +1493,7 @@ class SqlUnitOfWork:
         )
         statement = _recipient_update(columns, old_status in _FINAL)
         if self._run(statement, params).rowcount != 1:
-            state = conn.execute(_RECIPIENT_STATE, {"id": recipient.id}).first()
+            state = self._c().execute(_RECIPIENT_STATE, {"id": recipient.id}).first()
             if state is None:
                 raise NotFound("recipient", recipient.id)
             if state.campaign_id != recipient.campaign_id:
@@ -1287,8 +1508,7 @@ class SqlUnitOfWork:
         cid = recipient.campaign_id
         answered = _answered(new_status, new_outcome) - _answered(old_status, old_outcome)
         if new_status != old_status:
-            self._moves.add(cid, **{old_status: -1}, answered=answered)
-            self._moves.add(cid, **{new_status: 1})
+            self._moves.add(cid, **{old_status: -1, new_status: 1, "answered": answered})
         elif answered:
             self._moves.add(cid, answered=answered)
         self._moves.outcome(
@@ -1344,7 +1564,7 @@ class SqlUnitOfWork:
         due), merged. In a PostgreSQL dispatch transaction the rows are locked
         ``FOR UPDATE SKIP LOCKED``.
         """
-        self._c()
+        self._check()
         if limit <= 0:
             return []
         params = {"cid": campaign_id, "now": to_utc(now, "now"), "limit": limit}
@@ -1429,6 +1649,28 @@ class SqlUnitOfWork:
             answered_seconds=0.0 if duration is None else sign * duration,
         )
 
+    def _attempt_change(self, old: Any, new: Any) -> None:
+        """Move the counters from what ``old`` contributed to what ``new`` does."""
+        if old["campaign_id"] != new["campaign_id"] or bool(old["test_call"]) != bool(
+            new["test_call"]
+        ):
+            self._attempt_moves(old, -1)
+            self._attempt_moves(new, +1)
+            return
+        if new["test_call"]:
+            return
+        before = _answered_duration(old["status"], old["outcome"], old["duration_seconds"])
+        after = _answered_duration(new["status"], new["outcome"], new["duration_seconds"])
+        if before == after:
+            return
+        if before is None:
+            calls, seconds = 1, after
+        elif after is None:
+            calls, seconds = -1, -before
+        else:
+            calls, seconds = 0, after - before
+        self._moves.add(new["campaign_id"], answered_calls=calls, answered_seconds=seconds or 0.0)
+
     def add_attempt(self, attempt: Attempt) -> None:
         """Record a new attempt; a non-test attempt counts in its campaign's ``attempts``.
 
@@ -1436,20 +1678,21 @@ class SqlUnitOfWork:
         the recipient already has this attempt number in flight; ``NotFound`` if a
         non-test attempt's campaign does not exist.
         """
-        self._c()
+        self._check()
         to_utc(attempt.created_at, "attempt.created_at")
         if not attempt.test_call:
             self._require_campaign(attempt.campaign_id)
         params = _attempt_values(attempt)
         params["id"] = attempt.id
         params["stamp"] = self._stamp()
+        self._histories.pop(attempt.recipient_id, None)
         if self._run(self._q.insert_attempt, params).rowcount != 1:
             raise RepositoryError(self._attempt_conflict(attempt))
         self._attempt_moves(params, +1)
         self._held[attempt.id] = params
 
     def _attempt_conflict(self, attempt: Attempt) -> str:
-        conn = self._conn
+        conn = self._c()
         if conn.execute(_STORED_ATTEMPT, {"id": attempt.id}).first() is not None:
             return f"attempt {attempt.id!r} already exists"
         owner = self._external_owner(attempt)
@@ -1464,10 +1707,18 @@ class SqlUnitOfWork:
         """Why ``attempt``'s provider call id cannot be used (None if it can)."""
         if attempt.provider is None or attempt.external_call_id is None:
             return None
-        owner = self._conn.execute(
-            _EXTERNAL_OWNER,
-            {"provider": attempt.provider, "external": attempt.external_call_id, "id": attempt.id},
-        ).first()
+        owner = (
+            self._c()
+            .execute(
+                _EXTERNAL_OWNER,
+                {
+                    "provider": attempt.provider,
+                    "external": attempt.external_call_id,
+                    "id": attempt.id,
+                },
+            )
+            .first()
+        )
         if owner is None:
             return None
         return (
@@ -1475,27 +1726,47 @@ class SqlUnitOfWork:
             f"already belongs to attempt {owner.id!r}"
         )
 
-    def _hold(self, m: Mapping[str, Any]) -> Attempt:
+    def _hold(self, row: list[Any]) -> Attempt:
         """The attempt of a locked ``_WITH_RECIPIENT`` row, remembered so that saving it
-        needs no re-read; its recipient is kept for the ``get_recipient`` that follows."""
-        attempt = _attempt_from(m)
-        self._held[attempt.id] = {column.name: m[column.name] for column in _ATTEMPT_READ}
-        if m["r_id"] is not None:
-            recipient = _recipient_from({c.name: m[f"r_{c.name}"] for c in RECIPIENTS.c})
+        needs no re-read; its recipient, campaign and (when it is the recipient's only
+        attempt) history are kept for the reads that follow."""
+        held = dict(zip(_ATTEMPT_NAMES, row[:_AT_RECIPIENT], strict=True))
+        attempt = _attempt_from(held)
+        self._held[attempt.id] = held
+        if row[_AT_RECIPIENT] is not None:
+            recipient = _recipient_from(
+                dict(zip(_RECIPIENT_NAMES, row[_AT_RECIPIENT:_AT_VERSION], strict=True))
+            )
             self._seen_recipients[recipient.id] = recipient
-        if m["c_id"] is not None and m["c_id"] not in self._seen_campaigns:
-            self._campaign_from({c.name: m[f"c_{c.name}"] for c in _CAMPAIGN_READ})
+        if row[_AT_HISTORY] == 1:
+            self._histories[attempt.recipient_id] = attempt
+        else:
+            self._histories.pop(attempt.recipient_id, None)
+        version = row[_AT_VERSION]
+        campaign_id = attempt.campaign_id
+        if version is not None and campaign_id not in self._seen_campaigns:
+            cached = self._cached(campaign_id, version)
+            if cached is None:
+                self.get_campaign(campaign_id)  # settings changed (or not seen yet)
+            else:
+                stored = dict(zip(_CAMPAIGN_COUNTERS, row[_AT_COUNTERS:_AT_HISTORY], strict=True))
+                self._known.add(campaign_id)
+                self._seen_campaigns[campaign_id] = (
+                    stored,
+                    self._with_counters(cached, self._counters(campaign_id, stored)),
+                )
+                self._counted[campaign_id] = self._moves.version
         return attempt
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
         """The attempt, or None. On PostgreSQL the row stays locked until commit."""
-        rows = self._dicts(self._q.get_attempt, {"id": attempt_id})
+        rows = self._rows(self._q.get_attempt, {"id": attempt_id})
         return self._hold(rows[0]) if rows else None
 
     def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
         """The attempt the provider knows as ``external_call_id``; None if none (locked
         until commit on PostgreSQL)."""
-        rows = self._dicts(
+        rows = self._rows(
             self._q.find_attempt, {"provider": provider, "external": external_call_id}
         )
         return self._hold(rows[0]) if rows else None
@@ -1509,7 +1780,7 @@ class SqlUnitOfWork:
         if its provider call id belongs to another attempt (a unique index decides:
         on PostgreSQL the transaction is then aborted and must be left).
         """
-        self._c()
+        self._check()
         stored = self._held.get(attempt.id)
         if stored is None:
             rows = self._dicts(self._q.stored_attempt, {"id": attempt.id})
@@ -1530,6 +1801,8 @@ class SqlUnitOfWork:
             columns = _ATTEMPT_UPDATE_COLUMNS
         params["a_id"] = attempt.id
         params["stamp"] = self._stamp()
+        self._histories.pop(attempt.recipient_id, None)
+        self._histories.pop(stored.get("recipient_id", attempt.recipient_id), None)
         try:
             self._run(self._q.update_attempt(columns), params)
         except sa.exc.IntegrityError as exc:
@@ -1539,12 +1812,15 @@ class SqlUnitOfWork:
             raise RepositoryError(
                 self._external_owner(attempt) or f"attempt {attempt.id!r}: {_first_line(exc)}"
             ) from exc
-        self._attempt_moves(stored, -1)
-        self._attempt_moves(params, +1)
+        self._attempt_change(stored, params)
         self._held[attempt.id] = params
 
     def attempts_for(self, recipient_id: str) -> list[Attempt]:
         """The recipient's attempts by number (then creation)."""
+        only = self._histories.get(recipient_id)
+        if only is not None:  # counted by the read that held it, in this transaction
+            self._check()
+            return [only]
         return [_attempt_from(m) for m in self._dicts(_ATTEMPTS_FOR, {"rid": recipient_id})]
 
     def attempt_starts(
@@ -1584,7 +1860,7 @@ class SqlUnitOfWork:
         needs the newest ``calls_per_minute`` starts and a comparison with
         ``daily_cap``, so its decisions are the same).
         """
-        self._c()
+        self._check()
         now = to_utc(now, "now")
         day_start = to_utc(day_start, "day_start")
         rows = self._rows(_LAST_AND_PACING, {"cid": campaign_id, "now": now})
@@ -1675,7 +1951,7 @@ class SqlRepository:
         self._serial: threading.RLock | None = None if self.postgres else threading.RLock()
         self._local = threading.local()
         # campaign id -> (stored columns, decoded campaign): see SqlUnitOfWork._campaign
-        self._campaigns: dict[str, tuple[tuple[Any, ...], Campaign]] = {}
+        self._campaigns: dict[str, tuple[int, Campaign]] = {}
         self._driver = _Driver(engine.dialect)
         self._kept: sa.Connection | None = None  # SQLite: see _connection
 
@@ -1717,17 +1993,25 @@ class SqlRepository:
             return
         with self._serial if self._serial is not None else nullcontext():
             try:
-                with self._connection() as conn, conn.begin():
+                with self._connection() as conn:
                     uow = SqlUnitOfWork(self, conn, dispatch=dispatch_lock)
-                    if dispatch_lock and self.postgres:
-                        uow._run(_DISPATCH_LOCK, {})
-                    self._local.uow = uow
                     try:
-                        yield uow
-                        uow._flush()
+                        uow._begin()
+                        try:
+                            if dispatch_lock and self.postgres:
+                                uow._run(_DISPATCH_LOCK, {})
+                            self._local.uow = uow
+                            try:
+                                yield uow
+                                uow._commit()
+                            finally:
+                                uow._close()
+                                self._local.uow = None
+                        except BaseException:
+                            uow._end(commit=False)
+                            raise
                     finally:
-                        uow._close()
-                        self._local.uow = None
+                        uow._release()
             except sa.exc.DBAPIError as exc:
                 raise self._translate(exc) from exc
 
@@ -1767,19 +2051,32 @@ class SqlRepository:
     def _savepoint(self, outer: SqlUnitOfWork) -> Iterator[SqlUnitOfWork]:
         outer._flush()  # moves made so far belong to the outer block
         known = set(outer._known)
-        savepoint = outer._conn.begin_nested()
+        # SAVEPOINT / RELEASE straight to the driver (SQLAlchemy's nested transaction
+        # objects cost more than the statements); names follow the nesting depth
+        outer._depth += 1
+        name = f"outdial_{outer._depth}"
+        outer._statement(f"SAVEPOINT {name}")
         try:
             yield outer
             outer._flush()
         except BaseException:
-            savepoint.rollback()
+            try:
+                outer._statement(f"ROLLBACK TO SAVEPOINT {name}")
+                outer._statement(f"RELEASE SAVEPOINT {name}")
+            finally:
+                outer._depth -= 1
             outer._moves.clear()
             outer._known = known
             outer._held.clear()
             outer._seen_campaigns.clear()
+            outer._counted.clear()
             outer._seen_recipients.clear()
+            outer._histories.clear()
             raise
-        savepoint.commit()
+        try:
+            outer._statement(f"RELEASE SAVEPOINT {name}")
+        finally:
+            outer._depth -= 1
 
     def _translate(self, exc: sa.exc.DBAPIError) -> OutdialError:
         reason = _first_line(exc)
