@@ -20,7 +20,11 @@ Measured, per provider:
 - **split**: verify + parse alone over the same requests, and apply alone
   (end to end minus verify + parse);
 - **duplicates**: the same ``N`` webhooks delivered again (each is refused as a
-  duplicate, nothing written).
+  duplicate, nothing written);
+- **group commit**: ``HANDLERS`` concurrent asyncio handlers, each doing verify +
+  parse + ``await applier.apply(event)`` (:class:`outdial.group_commit.EventApplier`:
+  whatever is queued is applied in one transaction in a worker thread, one commit
+  per batch), over ``N`` webhooks of a fresh campaign; with the mean batch size.
 
 ``python benchmarks/bench_webhooks.py [N]`` prints the figures; ``--profile``
 adds the functions where apply spends its time. :func:`run` returns
@@ -29,6 +33,7 @@ adds the functions where apply spends its time. :func:`run` returns
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import cProfile
 import hashlib
@@ -52,7 +57,8 @@ import sqlalchemy as sa
 import structlog
 
 from outdial import AgentSettings, CampaignService, EventBus
-from outdial.dispatch import DialerCore
+from outdial.dispatch import DialerCore, EventResult
+from outdial.group_commit import EventApplier
 from outdial.ports import CallEvent, CallStatus, PlacedCall, SystemClock, WebhookRequest
 from outdial.providers import WebhookVerifier, webhook_for
 from outdial.simulation import sample_numbers
@@ -64,6 +70,7 @@ __all__ = ["run"]
 N = 4000
 SAMPLE = 200  # webhooks whose SQL is recorded and replayed with bare sqlite3
 BATCH = 100
+HANDLERS = 64  # concurrent webhook handlers in the group-commit row
 TARGET = 5000.0
 WORKSPACE = "bench"
 CALLBACK = "https://app.example/webhooks"
@@ -243,6 +250,31 @@ def _raw_replay(path: Path, statements: list[tuple[str, Any]]) -> tuple[int, Tim
     return len(events), timer
 
 
+def group_commit(
+    service: CampaignService, verifier: WebhookVerifier, requests: list[WebhookRequest]
+) -> tuple[Timer, EventApplier, list[EventResult]]:
+    """``HANDLERS`` concurrent handlers (verify + parse + ``await applier.apply``)
+    over ``requests``, as a web service receiving them at once would run them."""
+    clock = service.clock
+    results: list[EventResult] = []
+
+    async def serve() -> EventApplier:
+        pending = iter(requests)
+        async with EventApplier(service.apply_events) as applier:
+
+            async def handler() -> None:
+                for request in pending:  # the next webhook that arrives
+                    event = verifier.parse(request, now=clock.now())
+                    results.append(await applier.apply(event))
+
+            await asyncio.gather(*(handler() for _ in range(HANDLERS)))
+        return applier
+
+    with Timer() as timer:
+        applier = asyncio.run(serve())
+    return timer, applier, results
+
+
 def measure(provider: str, n: int, folder: Path, *, profile: bool = False) -> dict[str, Any]:
     """Figures for one provider's ``n`` webhooks (a fresh SQLite file)."""
     path = folder / f"{provider}.sqlite"
@@ -255,6 +287,7 @@ def measure(provider: str, n: int, folder: Path, *, profile: bool = False) -> di
         placed = placed_campaign(service, core, provider, n)
         batched = placed_campaign(service, core, provider, n, seed=1)
         sample = placed_campaign(service, core, provider, SAMPLE, seed=2)
+        concurrent = placed_campaign(service, core, provider, n, seed=3)
         now = clock.now()
         build = BUILDERS[provider]
         requests = [build(aid, cid, now) for aid, cid in placed]
@@ -299,6 +332,13 @@ def measure(provider: str, n: int, folder: Path, *, profile: bool = False) -> di
                     for request in batch_requests[start : start + BATCH]:
                         service.apply_event(verifier.parse(request, now=clock.now()))
 
+        # group commit: concurrent handlers, one transaction per batch
+        gc_timer, applier, gc_results = group_commit(
+            service, verifier, [build(aid, cid, now) for aid, cid in concurrent]
+        )
+        assert len(gc_results) == n
+        assert all(r.effect is not None and r.effect.value == "applied" for r in gc_results)
+
         # the SQL one webhook sends, replayed below without SQLAlchemy or outdial
         sample_events = [verifier.parse(build(a, c, now), now=now) for a, c in sample]
         statements = _statements(
@@ -315,6 +355,8 @@ def measure(provider: str, n: int, folder: Path, *, profile: bool = False) -> di
         "verify": verify,
         "duplicates": duplicates,
         "grouped": grouped,
+        "group_commit": gc_timer,
+        "mean_batch": applier.mean_batch,
         "raw": raw,
         "raw_events": replayed,
         "statements": len(statements) / SAMPLE,
@@ -355,6 +397,10 @@ def run(n: int = N, *, profile: bool = False) -> list[tuple[str, str]]:
                     f"{n / apply_cpu:,.0f}/s CPU, {apply_cpu / n * 1e6:,.0f} µs each",
                 ),
                 (f"{provider}:   {BATCH} webhooks per transaction", _rate(n, f["grouped"])),
+                (
+                    f"{provider}: group commit, {HANDLERS} concurrent handlers",
+                    f"{_rate(n, f['group_commit'])} (mean batch {f['mean_batch']:.1f})",
+                ),
                 (f"{provider}: duplicates refused (nothing written)", _rate(n, f["duplicates"])),
                 (
                     f"{provider}: SQLite floor: the same SQL, bare sqlite3",

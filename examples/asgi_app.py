@@ -14,7 +14,8 @@ header):
 - ``GET /campaigns/{id}``: the campaign and its stats;
 - ``POST /campaigns/{id}/start`` (``pause``, ``resume``, ``terminate``);
 - ``GET /campaigns/{id}/events``: progress as server-sent events;
-- ``POST /webhooks/{provider}``: provider callbacks, verified, applied once.
+- ``POST /webhooks/{provider}``: provider callbacks, verified, applied once
+  (group commit: the events of concurrent callbacks share one transaction).
 
 Errors answer JSON: a missing workspace 400, an unknown campaign (or another
 workspace's) 404, an action the campaign's state refuses 409, invalid settings
@@ -38,7 +39,10 @@ Configuration comes from the environment:
 
 The dialer runs in the app's lifespan (a background thread, woken at once by
 every action and webhook); the service's blocking calls run in Starlette's
-thread pool so the event loop never waits on the database.
+thread pool so the event loop never waits on the database. Verified webhook
+events go to an :class:`~outdial.group_commit.EventApplier` (also started in the
+lifespan): concurrent callbacks are applied together, one commit per batch, and
+each is answered with its own result once that commit is done.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ from outdial.errors import (
     WebhookVerificationError,
 )
 from outdial.events import CampaignStatusChanged
+from outdial.group_commit import EventApplier
 from outdial.ports import CallProvider, Clock, Repository, SystemClock, WebhookRequest
 from outdial.providers import (
     ElevenLabsWebhook,
@@ -223,6 +228,8 @@ class OutdialApp:
             agent_problems=self.agent_problems,
             on_change=self.dialer.wake,  # every action and webhook wakes the dialer at once
         )
+        # webhooks: verified in the handler, applied in shared transactions (group commit)
+        self.applier = EventApplier(self.service.apply_events)
 
     def agent_problems(self, agent: AgentSettings) -> list[Problem]:
         """The library's checks, and the provider must be one this app dials with."""
@@ -359,7 +366,7 @@ class OutdialApp:
         )
         # refused (401/400) before anything is read or stored
         event = verify_and_parse(verifier, incoming, now=self.clock.now())
-        result = await run_in_threadpool(self.service.apply_event, event)
+        result = await self.applier.apply(event)  # after the commit of its batch
         return JSONResponse(
             {
                 "effect": result.effect.value if result.effect is not None else "unmatched",
@@ -385,7 +392,8 @@ class OutdialApp:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.dialer.start()
         try:
-            yield
+            async with self.applier:  # on shutdown, the queued webhooks are applied first
+                yield
         finally:
             await run_in_threadpool(self.dialer.stop)
 

@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -131,6 +132,7 @@ def test_a_signed_vapi_webhook_moves_the_stats_and_a_forged_one_changes_nothing(
         report = vapi.server_message(
             call_id, "end-of-call-report", ended_reason="customer-ended-call", sign="bearer"
         )
+        applier = client.app.state.outdial.applier  # type: ignore[attr-defined]
         forged = post_webhook(client, "vapi", report, Authorization="Bearer guessed")
         assert forged.status_code == 401
         assert forged.json()["error"] == "WebhookVerificationError"
@@ -141,11 +143,13 @@ def test_a_signed_vapi_webhook_moves_the_stats_and_a_forged_one_changes_nothing(
         assert unreadable.status_code == 400
         assert unreadable.json()["error"] == "WebhookPayloadError"
         assert counters(client, campaign_id) == before
+        assert applier.events == 0  # refused before reaching the group committer
 
         applied = post_webhook(client, "vapi", report)
         assert applied.status_code == 200
         assert applied.json()["effect"] == "applied"
         assert applied.json()["recipient_status"] == "completed"
+        assert applier.events == 1
         after = counters(client, campaign_id)
         assert after["counters"]["answered"] == after["counters"]["completed"] == 1
         assert after["by_outcome"] == {"answered": 1}
@@ -155,6 +159,37 @@ def test_a_signed_vapi_webhook_moves_the_stats_and_a_forged_one_changes_nothing(
         again = post_webhook(client, "vapi", report)
         assert again.json()["effect"] == "duplicate"
         assert counters(client, campaign_id)["counters"]["answered"] == 1
+
+
+def test_concurrent_webhooks_are_each_applied_once_through_the_group_committer(
+    example: ModuleType, vapi: FakeVapi, database: str
+) -> None:
+    env = {
+        "OUTDIAL_DATABASE_URL": database,
+        "VAPI_API_KEY": vapi.api_key,
+        "VAPI_BASE_URL": vapi.url,
+        "VAPI_WEBHOOK_BEARER": vapi.hmac_secret,
+    }
+    agent = {"provider": "vapi", "external_agent_id": "asst-1", "phone_number_id": "pn-1"}
+    n = 12
+    with TestClient(example.create_app(env)) as client:
+        campaign_id = create(client, agent, n=n, concurrency_limit=n)
+        client.post(f"/campaigns/{campaign_id}/start", headers=WS)
+        call_ids = wait_for(lambda: len(vapi.calls) == n and list(vapi.calls))
+        wait_for(lambda: counters(client, campaign_id)["counters"]["calling"] == n)
+        reports = [
+            vapi.server_message(
+                c, "end-of-call-report", ended_reason="customer-ended-call", sign="bearer"
+            )
+            for c in call_ids
+        ] * 2  # every report delivered twice
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda r: post_webhook(client, "vapi", r), reports))
+        effects = sorted(a.json()["effect"] for a in answers)
+        assert effects == ["applied"] * n + ["duplicate"] * n
+        after = counters(client, campaign_id)["counters"]
+        assert after["completed"] == after["answered"] == n and after["calling"] == 0
+        assert client.app.state.outdial.applier.events == 2 * n  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

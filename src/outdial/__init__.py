@@ -37,6 +37,7 @@ from outdial.csv_import import (
 from outdial.dialer import Dialer, RunSummary
 from outdial.engine import Engine, EngineConfig
 from outdial.errors import (
+    ApplierClosed,
     CampaignValidationError,
     ConfigurationError,
     CsvImportError,
@@ -66,6 +67,7 @@ from outdial.events import (
     RecipientSkipped,
     RetryScheduled,
 )
+from outdial.group_commit import EventApplier
 from outdial.outcomes import CallOutcome
 from outdial.phone import PhoneNumberInfo, mask_phone, normalize_phone, parse_phone
 from outdial.ports import (
@@ -98,6 +100,7 @@ __all__ = [
     "ALWAYS_OPEN",
     "TRANSITIONS",
     "AgentSettings",
+    "ApplierClosed",
     "AsyncDialer",
     "Attempt",
     "AttemptStatus",
@@ -127,6 +130,7 @@ __all__ = [
     "DuplicateRecipient",
     "Engine",
     "EngineConfig",
+    "EventApplier",
     "EventBus",
     "Exponential",
     "Final",

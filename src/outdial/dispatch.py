@@ -436,6 +436,47 @@ class DialerCore:
         self._emit(out)
         return _event_result(attempt, decision)
 
+    def apply_events(
+        self, now: datetime, events: Sequence[CallEvent]
+    ) -> list[EventResult | Exception]:
+        """Apply ``events`` in order in one transaction: one commit for all of them.
+
+        Each event is applied exactly as :meth:`apply_event` would apply it, one
+        after the other (a second event for the same attempt sees what the first
+        one stored), and the domain events are emitted in order after the commit.
+        If any event raises (:class:`~outdial.errors.StaleClaim`,
+        :class:`~outdial.errors.NotFound`, a database error...), the whole
+        transaction is rolled back and every event is applied again on its own
+        with :meth:`apply_event`, so one bad event neither blocks nor loses the
+        others. Returns one item per event, in order: its :class:`EventResult`,
+        or the exception its own :meth:`apply_event` raised (returned, not raised).
+        This is the group commit behind :class:`~outdial.group_commit.EventApplier`.
+        """
+        if len(events) > 1:
+            out: list[DomainEvent] = []
+            results: list[EventResult | Exception] = []
+            try:
+                with self.repository.transaction() as uow:
+                    for event in events:
+                        attempt = self._find_attempt(uow, event)
+                        if attempt is None:
+                            results.append(EventResult(None, reason="no attempt matches this call"))
+                        else:
+                            decision = self._decide_event(uow, now, attempt, event, out)
+                            results.append(_event_result(attempt, decision))
+            except Exception:  # rolled back: each event on its own below
+                results = []
+            if results:
+                self._emit(out)
+                return results
+        one_by_one: list[EventResult | Exception] = []
+        for event in events:
+            try:
+                one_by_one.append(self.apply_event(now, event))
+            except Exception as exc:
+                one_by_one.append(exc)
+        return one_by_one
+
     def apply_event_and_dispatch(
         self,
         now: datetime,

@@ -27,6 +27,7 @@ and, where one fits, from a builtin so that callers can catch either::
     ├── WebhookError (ValueError)                   provider + reason
     │   ├── WebhookVerificationError                forged or stale signature
     │   └── WebhookPayloadError                     malformed body
+    ├── ApplierClosed (RuntimeError)               group commit not running / stopped
     ├── RepositoryError (RuntimeError)
     │   ├── StaleClaim                              fencing token lost
     │   ├── DatabaseUnavailable (ConnectionError)   wrong / unreachable URL
@@ -41,6 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = [
+    "ApplierClosed",
     "CampaignValidationError",
     "ConfigurationError",
     "CsvDecodeError",
@@ -340,6 +342,12 @@ class WebhookPayloadError(WebhookError):
 
 
 # -- persistence ---------------------------------------------------------------------------
+
+
+class ApplierClosed(OutdialError, RuntimeError):
+    """An :class:`~outdial.group_commit.EventApplier` was asked to apply an event
+    while not running, or stopped before the event was applied; the message says
+    whether the event may have been applied."""
 
 
 class RepositoryError(OutdialError, RuntimeError):

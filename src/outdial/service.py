@@ -757,6 +757,18 @@ class CampaignService:
         self._changed()
         return result
 
+    def apply_events(self, events: Sequence[CallEvent]) -> list[EventResult | Exception]:
+        """Apply provider events (from verified webhooks) in order in one transaction,
+        each exactly once: :meth:`DialerCore.apply_events` at one ``now``.
+
+        One item per event, in order: its result, or the exception applying it on
+        its own raised (e.g. :class:`~outdial.errors.StaleClaim`), returned rather
+        than raised so the other events' results are not lost.
+        """
+        results = self.core.apply_events(self._now(), events)
+        self._changed()
+        return results
+
     # -- suppression ------------------------------------------------
 
     def suppress(self, workspace_id: str, phone_number: str, reason: str = "do not call") -> str:
