@@ -53,12 +53,15 @@ from bench_import import csv_lines, phone_numbers  # noqa: E402
 
 from outdial import AgentSettings, CallEvent, CallOutcome, CallStatus, CampaignService  # noqa: E402
 from outdial.dispatch import DialerCore  # noqa: E402
+from outdial.engine import Engine, EngineConfig  # noqa: E402
 from outdial.ports import SystemClock  # noqa: E402
 from outdial.simulation import sample_numbers  # noqa: E402
 from outdial.sql import connect  # noqa: E402
 
 THROUGHPUT_RECIPIENTS = 10_000
-BATCH_PER_WORKER = 100  # concurrency limit per worker: how many one dispatch may claim
+# each worker's share of the campaign's concurrency limit: the most one dispatch round claims
+# (EngineConfig.max_dials_per_round), so the workers share the free slots
+BATCH_PER_WORKER = 100
 IMPORT_ROWS = 100_000
 MEMORY_ROWS = 1_000_000
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
@@ -200,7 +203,8 @@ def _worker(url: str, campaign_id: str, worker_id: str, go: Any, results: Any) -
     """Claim batches and complete them until the campaign is over."""
     _quiet()
     repo = connect(url)
-    core = DialerCore(repo, worker_id=worker_id)
+    engine = Engine(EngineConfig(max_dials_per_round=BATCH_PER_WORKER))
+    core = DialerCore(repo, engine, worker_id=worker_id)
     clock = SystemClock()
     done = 0
     go.wait()

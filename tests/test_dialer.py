@@ -24,6 +24,8 @@ from outdial import (
     CampaignService,
     CampaignStatus,
     Dialer,
+    Engine,
+    EngineConfig,
     EventBus,
     RetryPolicy,
 )
@@ -102,6 +104,43 @@ def test_async_dialer_gives_the_same_result_as_the_sync_one() -> None:
         campaign = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
         results.append((campaign.status, campaign.counters, clock.now()))
     assert results[0] == results[1]
+
+
+def test_a_round_cap_claims_in_batches_with_the_same_result() -> None:
+    """``EngineConfig.max_dials_per_round`` makes a round claim fewer calls; the runner
+    dispatches again at once, so the calls, their order and instants are unchanged."""
+    outcomes = []
+    for cap in (None, 2):
+        service, repo, clock, provider, bus, cid = setup(
+            30,
+            concurrency=7,
+            retry_policy=RetryPolicy(max_attempts=2, backoff=Fixed(timedelta(minutes=30))),
+        )
+        committed: list[int] = []
+        dialer = Dialer(
+            repo,
+            provider,
+            clock=clock,
+            events=bus,
+            rng=random.Random(5),
+            new_id=_ids(),
+            engine=Engine(EngineConfig(max_dials_per_round=cap)),
+        )
+        core_apply_plan = dialer.core.apply_plan
+
+        def counting(*args: Any, _inner: Any = core_apply_plan, _seen: Any = committed) -> Any:
+            claims = _inner(*args)
+            _seen.append(len(claims))
+            return claims
+
+        dialer.core.apply_plan = counting  # type: ignore[method-assign]
+        summary = dialer.run_until_idle()
+        campaign = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+        log = [(c.number, c.placed_at, c.outcome) for c in provider.call_log()]
+        outcomes.append((campaign.counters, clock.now(), summary.calls_placed, log))
+        assert max(committed) == (7 if cap is None else cap)
+        assert provider.max_concurrent <= 7
+    assert outcomes[0] == outcomes[1]
 
 
 def _ids() -> Callable[[], str]:  # deterministic attempt ids

@@ -18,7 +18,12 @@ from outdial.campaign import (
     CampaignStatus,
 )
 from outdial.engine import CampaignSnapshot, Effect, Engine, EngineConfig, Snapshot
-from outdial.errors import ProviderRateLimited, ProviderRejected, ProviderUnavailable
+from outdial.errors import (
+    ConfigurationError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from outdial.outcomes import CallOutcome
 from outdial.ports import CallEvent, CallStatus, DialStats, InFlightCounts, PlacedCall
 from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
@@ -161,6 +166,48 @@ def test_workspace_limit_is_shared_round_robin_between_campaigns() -> None:
     rb = [recipient(i, id=f"b{i}", campaign_id="b") for i in range(10)]
     plan = engine.plan(NOW, Snapshot((shot(a, ra), shot(b, rb))))
     assert sorted(d.campaign_id for d in plan.dials) == ["a", "a", "b", "b"]
+
+
+def test_a_round_claims_at_most_max_dials_per_round_and_asks_to_look_again_at_once() -> None:
+    engine = Engine(EngineConfig(max_dials_per_round=3))
+    c = campaign(concurrency_limit=10)
+    assert engine.candidates_wanted(c, 10) == 6  # the round's share plus slack, not 10 + 8
+    rs = [recipient(i) for i in range(10)]
+    plan = engine.plan(NOW, Snapshot((shot(c, rs),)))
+    assert [d.recipient.id for d in plan.dials] == ["r0", "r1", "r2"]
+    assert plan.wake_at == NOW  # more free slots: the runner dispatches again now
+    uncapped = Engine().plan(NOW, Snapshot((shot(c, rs),)))
+    assert len(uncapped.dials) == 10
+
+
+def test_the_round_cap_is_shared_by_campaigns_and_bounded_by_the_global_limit() -> None:
+    a = campaign(id="a", concurrency_limit=10)
+    b = campaign(id="b", concurrency_limit=10)
+    ra = [recipient(i, id=f"a{i}", campaign_id="a") for i in range(10)]
+    rb = [recipient(i, id=f"b{i}", campaign_id="b") for i in range(10)]
+    capped = Engine(EngineConfig(max_dials_per_round=4)).plan(
+        NOW, Snapshot((shot(a, ra), shot(b, rb)))
+    )
+    assert sorted(d.campaign_id for d in capped.dials) == ["a", "a", "b", "b"]
+    tighter = Engine(EngineConfig(max_dials_per_round=4, global_limit=2)).plan(
+        NOW, Snapshot((shot(a, ra), shot(b, rb)))
+    )
+    assert len(tighter.dials) == 2
+
+
+def test_a_round_below_its_cap_keeps_its_usual_wake() -> None:
+    engine = Engine(EngineConfig(max_dials_per_round=5))
+    c = campaign(concurrency_limit=10)
+    plan = engine.plan(NOW, Snapshot((shot(c, [recipient(0), recipient(1)]),)))
+    assert len(plan.dials) == 2
+    assert plan.wake_at is None  # nothing else is due: only a call ending wakes it
+
+
+@pytest.mark.parametrize("cap", [0, -1])
+def test_max_dials_per_round_below_one_is_refused(cap: int) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        EngineConfig(max_dials_per_round=cap)
+    assert info.value.field == "max_dials_per_round"
 
 
 def test_global_limit_is_shared_fairly_between_workspaces() -> None:

@@ -41,7 +41,12 @@ from outdial._time import local_midnight, require_aware
 from outdial.calendar import ALWAYS_OPEN, BusinessHours, Calendar
 from outdial.campaign import Campaign, CampaignAction, CampaignStatus
 from outdial.compliance import RuleSet, get_rule_set
-from outdial.errors import NoPermittedWindow, ProviderAuthError, ProviderError
+from outdial.errors import (
+    ConfigurationError,
+    NoPermittedWindow,
+    ProviderAuthError,
+    ProviderError,
+)
 from outdial.outcomes import CallOutcome
 from outdial.ports import CallEvent, CallStatus, DialStats, InFlightCounts, PlacedCall
 from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus, check_move
@@ -106,6 +111,10 @@ class EngineConfig:
         factory=lambda: MappingProxyType({}), converter=_int_map
     )
     default_workspace_limit: int | None = None
+    #: the most calls one dispatch round claims (None: as many as the limits allow).
+    #: A worker of a fleet then claims its share and leaves the rest of the free slots
+    #: to the others; a runner that reaches it dispatches again at once.
+    max_dials_per_round: int | None = None
     candidate_slack: int = 8  # extra due recipients looked at per campaign per round
     #: a dial recorded but not confirmed for this long is reconciled with the provider
     dial_confirm_timeout: timedelta = timedelta(minutes=2)
@@ -119,6 +128,11 @@ class EngineConfig:
     provider_retry_delay: timedelta = timedelta(seconds=30)
     #: delay after the provider refused our credentials
     auth_retry_delay: timedelta = timedelta(minutes=5)
+
+    def __attrs_post_init__(self) -> None:
+        cap = self.max_dials_per_round
+        if cap is not None and cap < 1:
+            raise ConfigurationError("max_dials_per_round", cap, "must be at least 1 (or None)")
 
     def workspace_limit(self, workspace_id: str) -> int | None:
         return self.workspace_limits.get(workspace_id, self.default_workspace_limit)
@@ -347,6 +361,9 @@ class Engine:
         of them are, the engine asks to look again at once)."""
         if capacity <= 0:
             return 0
+        cap = self.config.max_dials_per_round
+        if cap is not None and cap < capacity:
+            capacity = cap
         return capacity + min(self.config.candidate_slack, capacity)
 
     def needs_attempt_starts(self, campaign: Campaign) -> bool:
@@ -430,10 +447,16 @@ class Engine:
             if self.config.global_limit is not None
             else None
         )
+        round_cap = self.config.max_dials_per_round
+        budget = global_free
+        if round_cap is not None and (budget is None or round_cap < budget):
+            budget = round_cap
         if len(active) == 1:
-            self._allocate_one(active[0], inflight, global_free, dials)
+            self._allocate_one(active[0], inflight, budget, dials)
         elif active:
-            self._allocate_fair(active, inflight, global_free, dials)
+            self._allocate_fair(active, inflight, budget, dials)
+        if round_cap is not None and len(dials) >= round_cap:
+            wakes.append(now)  # the round's cap was reached: more may be claimed at once
 
         skips: list[Skip] = []
         defers: list[Defer] = []
