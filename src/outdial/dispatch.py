@@ -281,6 +281,7 @@ class DialerCore:
             r = defer.recipient
             uow.save_recipient(replace(r, next_attempt_at=defer.until, updated_at=now), r)
         claims: list[Claim] = []
+        stored: list[tuple[Attempt, Recipient, Recipient]] = []
         campaigns: dict[str, Campaign] = {}
         for dial in plan.dials:
             campaign = campaigns.get(dial.campaign_id)
@@ -299,13 +300,14 @@ class DialerCore:
                 campaign.agent.provider,
                 self.worker_id,
             )
-            uow.add_attempt(attempt)
             check_move(r, _QUEUED)
             queued = _queued_recipient(r, _QUEUED, dial.attempt_number, now, None, now)
-            uow.save_recipient(queued, r)
+            stored.append((attempt, queued, r))
             claims.append(
                 Claim(attempt, build_dial_request(campaign, queued, attempt), attempt.provider)
             )
+        if stored:
+            uow.add_claims(stored)  # the round's attempts and queued recipients at once
         if self.events is not None and (plan.skips or plan.dials):
             for cid in sorted(
                 {s.recipient.campaign_id for s in plan.skips} | {d.campaign_id for d in plan.dials}

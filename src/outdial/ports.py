@@ -336,6 +336,17 @@ class UnitOfWork(Protocol):
 
     # attempts
     def add_attempt(self, attempt: Attempt) -> None: ...
+    def add_claims(self, claims: Sequence[tuple[Attempt, Recipient, Recipient]]) -> None:
+        """Store a round's claims at once: each ``(attempt, recipient, previous)`` is
+        exactly ``add_attempt(attempt); save_recipient(recipient, previous)``, in order
+        (same stored values, same counter moves), with fewer round trips.
+
+        All or nothing: it raises what those calls would raise (``RepositoryError``
+        for a stale ``previous`` or a second attempt in flight, ``NotFound``...) and
+        then stores nothing of the batch. An empty batch does nothing.
+        """
+        ...
+
     def get_attempt(self, attempt_id: str) -> Attempt | None: ...
     def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None: ...
     def save_attempt(self, attempt: Attempt) -> None:

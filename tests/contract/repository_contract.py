@@ -1068,6 +1068,136 @@ class RepositoryContract:
         with repo.transaction() as uow:
             assert uow.get_campaign(campaign.id).counters.attempts == 2
 
+    def _claims(
+        self, repo: Repository, campaign: Campaign, extra: int = 0
+    ) -> list[tuple[Attempt, Recipient, Recipient]]:
+        """A round's claims on a seeded ``campaign``: first dials, a retry (other changed
+        columns), a test call and an attempt already ended, then ``extra`` first dials."""
+        retry_at = T0 - timedelta(minutes=5)
+        stored = seed(
+            repo,
+            campaign,
+            [
+                make_recipient(campaign, phone(1)),
+                make_recipient(campaign, phone(2), priority=3),
+                make_recipient(campaign, phone(3), attempts=1, next_attempt_at=retry_at),
+                make_recipient(campaign, phone(4)),
+                make_recipient(campaign, phone(5)),
+                *(make_recipient(campaign, phone(100 + n)) for n in range(extra)),
+            ],
+        )
+        now = T0 + timedelta(minutes=1)
+        claims = []
+        for i, r in enumerate(stored):
+            attempt = make_attempt(
+                r,
+                number=r.attempts + 1,
+                created_at=now,
+                test_call=i == 3,
+                status=AttemptStatus.ENDED if i == 4 else AttemptStatus.DIALING,
+            )
+            queued = r.moved_to(
+                S.QUEUED, attempts=r.attempts + 1, last_attempt_at=now, next_attempt_at=None
+            )
+            claims.append((attempt, attrs.evolve(queued, updated_at=now), r))
+        return claims
+
+    def _stored_round(self, repo: Repository, campaign: Campaign) -> tuple[object, ...]:
+        """What a round left for ``campaign``, without its ids."""
+        with repo.transaction() as uow:
+            recipients = list(uow.list_recipients(campaign.id, page_size=1000).items)
+            attempts = [
+                [
+                    attrs.evolve(a, id="", campaign_id="", recipient_id="")
+                    for a in uow.attempts_for(r.id)
+                ]
+                for r in recipients
+            ]
+            return (
+                [attrs.evolve(r, id="", campaign_id="", seq=0) for r in recipients],
+                attempts,
+                uow.get_campaign(campaign.id).counters,
+                uow.in_flight().by_campaign.get(campaign.id, 0),
+                [r.phone for r in uow.due_recipients(campaign.id, T0 + timedelta(hours=1), 10)],
+            )
+
+    def test_add_claims_stores_what_the_one_by_one_calls_store(self, repo: Repository) -> None:
+        one_by_one = make_campaign(status=CampaignStatus.ACTIVE)
+        batched = make_campaign(status=CampaignStatus.ACTIVE)
+        singles = self._claims(repo, one_by_one)
+        batch = self._claims(repo, batched)
+        with repo.transaction(dispatch_lock=True) as uow:
+            for attempt, recipient, previous in singles:
+                uow.add_attempt(attempt)
+                uow.save_recipient(recipient, previous)
+        with repo.transaction(dispatch_lock=True) as uow:
+            uow.add_claims(batch)
+            # seen inside the transaction too
+            assert uow.get_campaign(batched.id).counters == CampaignCounters(
+                total=5, queued=5, attempts=4
+            )
+        assert self._stored_round(repo, batched) == self._stored_round(repo, one_by_one)
+        with repo.transaction() as uow:
+            assert [a.id for a in uow.attempts_for(batch[0][1].id)] == [batch[0][0].id]
+            assert uow.get_recipient(batch[2][1].id).status is S.QUEUED
+
+    def test_a_large_add_claims_batch_stores_what_the_one_by_one_calls_store(
+        self, repo: Repository
+    ) -> None:
+        one_by_one = make_campaign(status=CampaignStatus.ACTIVE)
+        batched = make_campaign(status=CampaignStatus.ACTIVE)
+        singles = self._claims(repo, one_by_one, extra=150)
+        batch = self._claims(repo, batched, extra=150)
+        with repo.transaction(dispatch_lock=True) as uow:
+            for attempt, recipient, previous in singles:
+                uow.add_attempt(attempt)
+                uow.save_recipient(recipient, previous)
+        with repo.transaction(dispatch_lock=True) as uow:
+            uow.add_claims(batch)
+        stored = self._stored_round(repo, batched)
+        assert stored == self._stored_round(repo, one_by_one)
+        assert stored[2] == CampaignCounters(total=155, queued=155, attempts=154)
+
+    def test_add_claims_with_a_stale_previous_raises_and_stores_nothing(
+        self, repo: Repository
+    ) -> None:
+        campaign = make_campaign(status=CampaignStatus.ACTIVE)
+        claims = self._claims(repo, campaign)
+        before = self._stored_round(repo, campaign)
+        _, taken, taken_before = claims[2]
+        with repo.transaction() as uow:
+            uow.save_recipient(taken, taken_before)  # another worker claimed it meanwhile
+        with repo.transaction() as uow:
+            stale = taken_before.moved_to(S.SKIPPED)
+            with pytest.raises(RepositoryError) as single:
+                uow.save_recipient(stale, taken_before)
+        after_claim = self._stored_round(repo, campaign)
+        assert after_claim != before
+        with pytest.raises(type(single.value)) as batched, repo.transaction() as uow:
+            uow.add_claims(claims)
+        assert str(batched.value) == str(single.value)
+        assert self._stored_round(repo, campaign) == after_claim
+
+    def test_add_claims_with_a_taken_attempt_id_raises_and_stores_nothing(
+        self, repo: Repository
+    ) -> None:
+        campaign = make_campaign(status=CampaignStatus.ACTIVE)
+        claims = self._claims(repo, campaign)
+        with repo.transaction() as uow:
+            uow.add_attempt(attrs.evolve(claims[3][0], number=9))
+        before = self._stored_round(repo, campaign)
+        with pytest.raises(RepositoryError), repo.transaction() as uow:
+            uow.add_claims(claims)
+        assert self._stored_round(repo, campaign) == before
+
+    def test_add_claims_of_an_empty_batch_changes_nothing(self, repo: Repository) -> None:
+        campaign = make_campaign(status=CampaignStatus.ACTIVE)
+        self._claims(repo, campaign)
+        before = self._stored_round(repo, campaign)
+        with repo.transaction(dispatch_lock=True) as uow:
+            uow.add_claims([])
+        assert self._stored_round(repo, campaign) == before
+
     def test_in_flight_counts_attempts_not_ended(self, repo: Repository) -> None:
         first = make_campaign(status=CampaignStatus.ACTIVE)
         second = make_campaign(status=CampaignStatus.ACTIVE)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import operator
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext, suppress
@@ -868,6 +869,86 @@ class _Driver:
         return self.compiled(statement).columns
 
 
+#: parameters one batch statement may bind (SQLite's historical limit; PostgreSQL takes 65,535)
+_BATCH_PARAMETERS = {False: 999, True: 65_535}
+#: the attempt columns a claim batch inserts (``recorded_at``/``closed_at`` follow)
+_CLAIM_ATTEMPT_COLUMNS = ("id", *_ATTEMPT_UPDATE_COLUMNS)
+#: PostgreSQL type of each recipient column, for the casts of ``UPDATE ... FROM (VALUES ...)``
+_PG: sa.Dialect = pg_dialect.dialect()  # type: ignore[no-untyped-call]
+_PG_RECIPIENT_TYPES = {c.name: c.type.compile(dialect=_PG) for c in RECIPIENTS.c}
+#: SQLite runs ``UPDATE ... FROM`` from 3.33 and ``RETURNING`` from 3.35; older: one by one
+_SQLITE_BATCHES = sqlite3.sqlite_version_info >= (3, 35, 0)
+_BATCH_SQL_KEPT = 512
+_BATCH_SQL: dict[tuple[Any, ...], str] = {}
+
+
+def _batch_sql(key: tuple[Any, ...], build: Any) -> str:
+    """The SQL text of a batch statement, built once per shape (``key``)."""
+    sql = _BATCH_SQL.get(key)
+    if sql is None:
+        if len(_BATCH_SQL) >= _BATCH_SQL_KEPT:
+            _BATCH_SQL.clear()
+        sql = _BATCH_SQL[key] = build()
+    return sql
+
+
+def _claims_insert_sql(rows: int, postgres: bool) -> str:
+    """``INSERT`` of ``rows`` attempts (``ON CONFLICT DO NOTHING RETURNING id``), the
+    parameters in :data:`_CLAIM_ATTEMPT_COLUMNS` order then, on PostgreSQL, the status
+    again (``closed_at`` follows it as in the one-row insert), on SQLite the two stamps."""
+
+    def build() -> str:
+        mark = "%s" if postgres else "?"
+        values = ", ".join(mark for _ in _CLAIM_ATTEMPT_COLUMNS)
+        if postgres:
+            row = f"({values}, clock_timestamp(), CASE WHEN {mark} = 'ended' "
+            row += "THEN clock_timestamp() END)"
+        else:
+            row = f"({values}, {mark}, {mark})"
+        names = ", ".join((*_CLAIM_ATTEMPT_COLUMNS, "recorded_at", "closed_at"))
+        return (
+            f"INSERT INTO {ATTEMPTS.name} ({names}) VALUES "  # noqa: S608 - schema names only
+            + ", ".join(row for _ in range(rows))
+            + " ON CONFLICT DO NOTHING RETURNING id"
+        )
+
+    return _batch_sql(("insert", rows, postgres), build)
+
+
+def _claims_update_sql(rows: int, columns: tuple[str, ...], final: bool, postgres: bool) -> str:
+    """One compare-and-set ``UPDATE ... FROM (VALUES ...) RETURNING id`` of ``rows``
+    recipients: per row the id, campaign, status and outcome read, then ``columns``
+    (the same guard as :func:`_recipient_update`)."""
+
+    def build() -> str:
+        keys = ("r_id", "r_campaign_id", "r_previous_status", "r_previous_outcome")
+        if postgres:
+            types = ("text", "text", "text", "text", *(_PG_RECIPIENT_TYPES[n] for n in columns))
+            row = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
+            names = [*keys, *(f"v_{name}" for name in columns)]
+            alias = f"v({', '.join(names)})"
+            ref = [f"v.{n}" for n in names]
+            same_outcome = f"r.outcome IS NOT DISTINCT FROM {ref[3]}"
+            returning = "r.id"
+        else:  # SQLite names the columns of VALUES column1, column2...
+            row = "(" + ", ".join("?" for _ in range(len(keys) + len(columns))) + ")"
+            alias = "v"
+            ref = [f"v.column{i + 1}" for i in range(len(keys) + len(columns))]
+            same_outcome = f"r.outcome IS {ref[3]}"
+            returning = "id"  # SQLite's RETURNING names the updated table's columns bare
+        sets = ", ".join(f"{name} = {ref[4 + i]}" for i, name in enumerate(columns))
+        where = f"r.id = {ref[0]} AND r.campaign_id = {ref[1]} AND r.status = {ref[2]}"
+        if final:
+            where += f" AND {same_outcome}"
+        return (
+            f"UPDATE {RECIPIENTS.name} AS r SET {sets} FROM (VALUES "  # noqa: S608 - schema names
+            + ", ".join(row for _ in range(rows))
+            + f") AS {alias} WHERE {where} RETURNING {returning}"
+        )
+
+    return _batch_sql(("update", rows, columns, final, postgres), build)
+
+
 class _Moves:
     """Counter moves of one transaction not yet written: campaign -> column -> delta."""
 
@@ -1493,15 +1574,7 @@ class SqlUnitOfWork:
         )
         statement = _recipient_update(columns, old_status in _FINAL)
         if self._run(statement, params).rowcount != 1:
-            state = self._c().execute(_RECIPIENT_STATE, {"id": recipient.id}).first()
-            if state is None:
-                raise NotFound("recipient", recipient.id)
-            if state.campaign_id != recipient.campaign_id:
-                raise RepositoryError(f"recipient {recipient.id!r} cannot change campaign")
-            raise RepositoryError(
-                f"recipient {recipient.id!r} is {state.status}, not {old_status} as the "
-                "caller read it (or it changed since)"
-            )
+            self._refuse_recipient(recipient, previous)
         self._seen_recipients.pop(recipient.id, None)
         new_status = params["status"]
         new_outcome = params["outcome"]
@@ -1690,6 +1763,159 @@ class SqlUnitOfWork:
             raise RepositoryError(self._attempt_conflict(attempt))
         self._attempt_moves(params, +1)
         self._held[attempt.id] = params
+
+    def add_claims(self, claims: Sequence[tuple[Attempt, Recipient, Recipient]]) -> None:
+        """``add_attempt(attempt); save_recipient(recipient, previous)`` for each claim, in
+        order, as one multi-row ``INSERT`` of the attempts and one compare-and-set
+        ``UPDATE ... FROM (VALUES ...)`` of the recipients per set of changed columns
+        (usually one); the error of the first claim, in order, that those calls would
+        refuse. Unusual batches (an id twice, a phone change, a missing campaign...)
+        take the one-by-one calls.
+        """
+        self._check()
+        if not claims:
+            return
+        if not self._batchable(claims):
+            for attempt, recipient, previous in claims:
+                self.add_attempt(attempt)
+                self.save_recipient(recipient, previous)
+            return
+        postgres = self._pg
+        bind = _pg_bind if postgres else _sqlite_bind
+        stamp = self._stamp()
+        attempts: list[dict[str, Any]] = []
+        inserted: set[str] = set()
+        per_row = len(_CLAIM_ATTEMPT_COLUMNS) + (1 if postgres else 2)
+        chunk = _BATCH_PARAMETERS[postgres] // per_row
+        for start in range(0, len(claims), chunk):
+            part = claims[start : start + chunk]
+            args: list[Any] = []
+            for attempt, _, _ in part:
+                params = _attempt_values(attempt)
+                params["id"] = attempt.id
+                params["stamp"] = stamp
+                attempts.append(params)
+                args.extend(
+                    None if (value := params[name]) is None else bind(value)
+                    for name in _CLAIM_ATTEMPT_COLUMNS
+                )
+                if postgres:
+                    args.append(params["status"])
+                else:
+                    args.append(bind(stamp))
+                    args.append(bind(stamp) if params["status"] == "ended" else None)
+            sql = _claims_insert_sql(len(part), postgres)
+            inserted.update(row[0] for row in self._execute(sql, args).fetchall())
+        # the recipients' compare-and-set, one statement per (changed columns, final) shape
+        Shape = tuple[tuple[str, ...], bool]  # (changed columns, final before)
+        groups: dict[Shape, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+        for _, recipient, previous in claims:
+            params = _recipient_values(recipient)
+            before = _recipient_values(previous)
+            columns = tuple(
+                name
+                for name in _RECIPIENT_UPDATE_COLUMNS
+                if name == "status" or params[name] != before[name]
+            )
+            params["id"] = recipient.id
+            params["campaign_id"] = recipient.campaign_id
+            groups.setdefault((columns, before["status"] in _FINAL), []).append((params, before))
+        updated: set[str] = set()
+        for (columns, final), rows in groups.items():
+            chunk = _BATCH_PARAMETERS[postgres] // (4 + len(columns))
+            for start in range(0, len(rows), chunk):
+                batch = rows[start : start + chunk]
+                args = []
+                for params, before in batch:
+                    args.extend(
+                        (params["id"], params["campaign_id"], before["status"], before["outcome"])
+                    )
+                    args.extend(
+                        None if (value := params[name]) is None else bind(value) for name in columns
+                    )
+                sql = _claims_update_sql(len(batch), columns, final, postgres)
+                updated.update(row[0] for row in self._execute(sql, args).fetchall())
+        if len(inserted) != len(claims) or len(updated) != len(claims):
+            for attempt, recipient, previous in claims:
+                if attempt.id not in inserted:
+                    raise RepositoryError(self._attempt_conflict(attempt))
+                if recipient.id not in updated:
+                    self._refuse_recipient(recipient, previous)
+            raise RepositoryError("a claim batch was not stored whole")  # pragma: no cover
+        moves = self._moves
+        held = self._held
+        histories = self._histories
+        seen = self._seen_recipients
+        for params in attempts:
+            histories.pop(params["recipient_id"], None)
+            self._attempt_moves(params, +1)
+            held[params["id"]] = params
+        for rows in groups.values():
+            for params, before in rows:
+                seen.pop(params["id"], None)
+                old_status = before["status"]
+                old_outcome = before["outcome"]
+                new_status = params["status"]
+                new_outcome = params["outcome"]
+                cid = params["campaign_id"]
+                answered = _answered(new_status, new_outcome) - _answered(old_status, old_outcome)
+                if new_status != old_status:
+                    moves.add(cid, **{old_status: -1, new_status: 1, "answered": answered})
+                elif answered:
+                    moves.add(cid, answered=answered)
+                moves.outcome(
+                    cid,
+                    _final_outcome(old_status, old_outcome),
+                    _final_outcome(new_status, new_outcome),
+                )
+
+    def _batchable(self, claims: Sequence[tuple[Attempt, Recipient, Recipient]]) -> bool:
+        """Whether ``claims`` can go as batch statements with the very effect (and error)
+        of the one-by-one calls: distinct attempts and recipients, no phone change,
+        aware instants, every (non-test) campaign there (and a SQLite that has
+        ``UPDATE ... FROM`` and ``RETURNING``)."""
+        if not (self._pg or _SQLITE_BATCHES):
+            return False
+        attempt_ids = {a.id for a, _, _ in claims}
+        recipient_ids = {r.id for _, r, _ in claims}
+        if len(attempt_ids) != len(claims) or len(recipient_ids) != len(claims):
+            return False
+        campaigns: set[str] = set()
+        for attempt, recipient, previous in claims:
+            if recipient.phone != previous.phone or attempt.created_at.tzinfo is None:
+                return False
+            if not attempt.test_call:
+                campaigns.add(attempt.campaign_id)
+        for campaign_id in campaigns:
+            if campaign_id not in self._known:
+                if not self._rows(_CAMPAIGN_EXISTS, {"id": campaign_id}):
+                    return False
+                self._known.add(campaign_id)
+        return True
+
+    def _refuse_recipient(self, recipient: Recipient, previous: Recipient) -> None:
+        """Raise what ``save_recipient`` raises when its compare-and-set matched no row."""
+        state = self._c().execute(_RECIPIENT_STATE, {"id": recipient.id}).first()
+        if state is None:
+            raise NotFound("recipient", recipient.id)
+        if state.campaign_id != recipient.campaign_id:
+            raise RepositoryError(f"recipient {recipient.id!r} cannot change campaign")
+        raise RepositoryError(
+            f"recipient {recipient.id!r} is {state.status}, not {previous.status.value} as "
+            "the caller read it (or it changed since)"
+        )
+
+    def _execute(self, sql: str, args: Sequence[Any]) -> Any:
+        """Send ``sql`` with positional ``args`` to the driver; the cursor."""
+        if not self._open:
+            raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self._driver_connection().cursor()
+        try:
+            return cursor.execute(sql, args)
+        except Exception as exc:
+            self._failed(exc, sql, args)
 
     def _attempt_conflict(self, attempt: Attempt) -> str:
         conn = self._c()

@@ -890,6 +890,20 @@ class InMemoryUnitOfWork:
         self._attach(attempt)
         self._journal.append(partial(_UoW._detach, self, attempt))
 
+    def add_claims(self, claims: Sequence[tuple[Attempt, Recipient, Recipient]]) -> None:
+        """``add_attempt(attempt); save_recipient(recipient, previous)`` for each claim, in
+        order; on an error, what the batch already stored is undone before it propagates."""
+        journal = self._journal
+        mark = len(journal)
+        try:
+            for attempt, recipient, previous in claims:
+                self.add_attempt(attempt)
+                self.save_recipient(recipient, previous)
+        except BaseException:
+            while len(journal) > mark:
+                journal.pop()()
+            raise
+
     def get_attempt(self, attempt_id: str) -> Attempt | None:
         return (self._s if self._open else self._check()).attempts.get(attempt_id)
 
