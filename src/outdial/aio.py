@@ -125,15 +125,7 @@ class AsyncDialer(_Base):
                     advance(nxt)
                 elif await self._sleep_until(nxt):
                     wake = now
-        if until is not None and advance is not None and self.clock.now() < until:
-            advance(until)
-        return RunSummary(
-            started,
-            self.clock.now(),
-            self.calls_placed - placed0,
-            self.events_applied - applied0,
-            ticks,
-        )
+        return self._finish_run(started, placed0, applied0, ticks, advance, until)
 
     def _stop_requested(self) -> bool:
         return self._stopping

@@ -109,6 +109,27 @@ class _Base:
         self._recovered = False
         self._sources: list[EventSource] | None = None
 
+    def _finish_run(
+        self,
+        started: datetime,
+        placed0: int,
+        applied0: int,
+        ticks: int,
+        advance: Callable[[datetime], object] | None,
+        until: datetime | None,
+    ) -> RunSummary:
+        """The end of ``run_until_idle``: a virtual clock moved on to ``until``, and
+        what the run did."""
+        if until is not None and advance is not None and self.clock.now() < until:
+            advance(until)
+        return RunSummary(
+            started,
+            self.clock.now(),
+            self.calls_placed - placed0,
+            self.events_applied - applied0,
+            ticks,
+        )
+
     @property
     def engine(self) -> Engine:
         return self.core.engine
@@ -302,15 +323,7 @@ class Dialer(_Base):
         finally:
             self._defer_records = False
             self._flush_placed()
-        if until is not None and advance is not None and self.clock.now() < until:
-            advance(until)
-        return RunSummary(
-            started,
-            self.clock.now(),
-            self.calls_placed - placed0,
-            self.events_applied - applied0,
-            ticks,
-        )
+        return self._finish_run(started, placed0, applied0, ticks, advance, until)
 
     def _run(
         self,

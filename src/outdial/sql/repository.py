@@ -554,6 +554,16 @@ _RECIPIENT_UPDATE_COLUMNS = tuple(
 _UPDATE_STATEMENTS_KEPT = 256
 
 
+def _changed_columns(params: Mapping[str, Any], before: Mapping[str, Any]) -> tuple[str, ...]:
+    """The recipient columns a write changes (the status always: it is the
+    compare-and-set)."""
+    return tuple(
+        name
+        for name in _RECIPIENT_UPDATE_COLUMNS
+        if name == "status" or params[name] != before[name]
+    )
+
+
 def _recipient_update(columns: tuple[str, ...], final: bool) -> sa.Update:
     """``UPDATE`` of ``columns`` as a compare-and-set on the status read (and, for a
     final recipient, the outcome read); built once per column set."""
@@ -1559,11 +1569,7 @@ class SqlUnitOfWork:
         params = _recipient_values(recipient)
         before = _recipient_values(previous)
         # Only what the caller changed is written (the status always: it is the CAS).
-        columns = tuple(
-            name
-            for name in _RECIPIENT_UPDATE_COLUMNS
-            if name == "status" or params[name] != before[name]
-        )
+        columns = _changed_columns(params, before)
         old_status = before["status"]
         old_outcome = before["outcome"]
         params.update(
@@ -1812,11 +1818,7 @@ class SqlUnitOfWork:
         for _, recipient, previous in claims:
             params = _recipient_values(recipient)
             before = _recipient_values(previous)
-            columns = tuple(
-                name
-                for name in _RECIPIENT_UPDATE_COLUMNS
-                if name == "status" or params[name] != before[name]
-            )
+            columns = _changed_columns(params, before)
             params["id"] = recipient.id
             params["campaign_id"] = recipient.campaign_id
             groups.setdefault((columns, before["status"] in _FINAL), []).append((params, before))
