@@ -178,16 +178,8 @@ class _Base:
         as the dispatch it triggers: only with one source (so events are applied in the
         same order) and nothing to reconcile first (which a tick does before its
         dispatch)."""
-        sources = self._sources
-        if sources is None:
-            sources = self._event_sources()
-        if len(sources) != 1:
-            return None
-        # _reconcile_due(now), inline: this runs twice per call in virtual time
-        reconcile = self._next_reconcile
-        if reconcile is None or reconcile <= now:
-            return None
-        if self._recheck and any(t <= now for t in self._recheck.values()):
+        sources = self._event_sources()
+        if len(sources) != 1 or self._reconcile_due(now):
             return None
         return sources[0]
 

@@ -206,11 +206,15 @@ class DialerCore:
         """One dispatch round: plan at ``now`` and commit the claims."""
         out: list[DomainEvent] = []
         with self.repository.transaction(dispatch_lock=True) as uow:
-            snapshot = self.load_snapshot(uow, now)
-            plan = self.engine.plan(now, snapshot)
-            claims = self.apply_plan(uow, plan, now, out)
+            claims, plan = self._dispatch(uow, now, out)
         self._emit(out)
         return claims, plan
+
+    def _dispatch(
+        self, uow: UnitOfWork, now: datetime, out: list[DomainEvent]
+    ) -> tuple[list[Claim], Plan]:
+        plan = self.engine.plan(now, self.load_snapshot(uow, now))
+        return self.apply_plan(uow, plan, now, out), plan
 
     def load_snapshot(self, uow: UnitOfWork, now: datetime) -> Snapshot:
         engine = self.engine
@@ -431,12 +435,17 @@ class DialerCore:
         """Apply a provider event (webhook, status fetch, simulator) exactly once."""
         out: list[DomainEvent] = []
         with self.repository.transaction() as uow:
-            attempt = self._find_attempt(uow, event)
-            if attempt is None:
-                return EventResult(None, reason="no attempt matches this call")
-            decision = self._decide_event(uow, now, attempt, event, out)
+            result = self._apply(uow, now, event, out)
         self._emit(out)
-        return _event_result(attempt, decision)
+        return result
+
+    def _apply(
+        self, uow: UnitOfWork, now: datetime, event: CallEvent, out: list[DomainEvent]
+    ) -> EventResult:
+        attempt = self._find_attempt(uow, event)
+        if attempt is None:
+            return EventResult(None, reason="no attempt matches this call")
+        return _event_result(attempt, self._decide_event(uow, now, attempt, event, out))
 
     def apply_events(
         self, now: datetime, events: Sequence[CallEvent]
@@ -459,13 +468,7 @@ class DialerCore:
             results: list[EventResult | Exception] = []
             try:
                 with self.repository.transaction() as uow:
-                    for event in events:
-                        attempt = self._find_attempt(uow, event)
-                        if attempt is None:
-                            results.append(EventResult(None, reason="no attempt matches this call"))
-                        else:
-                            decision = self._decide_event(uow, now, attempt, event, out)
-                            results.append(_event_result(attempt, decision))
+                    results.extend(self._apply(uow, now, event, out) for event in events)
             except Exception:  # rolled back: each event on its own below
                 results = []
             if results:
@@ -509,18 +512,12 @@ class DialerCore:
             if placed:
                 for at, claim, call in placed:
                     self._record_placed(uow, at, claim, call, out)
-            attempt = self._find_attempt(uow, event)
-            if attempt is None:
-                result = EventResult(None, reason="no attempt matches this call")
-            else:
-                result = _event_result(attempt, self._decide_event(uow, now, attempt, event, out))
+            result = self._apply(uow, now, event, out)
             if dispatch or result.freed:
                 mark = len(out)
                 try:
                     with self.repository.transaction(dispatch_lock=True) as inner:
-                        plan = self.engine.plan(now, self.load_snapshot(inner, now))
-                        claims = self.apply_plan(inner, plan, now, out)
-                    dispatched = (claims, plan)
+                        dispatched = self._dispatch(inner, now, out)
                 except BaseException as exc:  # the savepoint is rolled back; the event stays
                     del out[mark:]
                     error = exc

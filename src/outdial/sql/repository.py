@@ -1581,17 +1581,29 @@ class SqlUnitOfWork:
         statement = _recipient_update(columns, old_status in _FINAL)
         if self._run(statement, params).rowcount != 1:
             self._refuse_recipient(recipient, previous)
-        self._seen_recipients.pop(recipient.id, None)
-        new_status = params["status"]
-        new_outcome = params["outcome"]
-        cid = recipient.campaign_id
+        self._recipient_moved(recipient.id, recipient.campaign_id, params, before)
+
+    def _recipient_moved(
+        self,
+        recipient_id: str,
+        campaign_id: str,
+        params: Mapping[str, Any],
+        before: Mapping[str, Any],
+    ) -> None:
+        """After a stored recipient write: forget its cached read and move its
+        campaign's counters from ``before``'s status and outcome to ``params``'s."""
+        self._seen_recipients.pop(recipient_id, None)
+        old_status, old_outcome = before["status"], before["outcome"]
+        new_status, new_outcome = params["status"], params["outcome"]
         answered = _answered(new_status, new_outcome) - _answered(old_status, old_outcome)
         if new_status != old_status:
-            self._moves.add(cid, **{old_status: -1, new_status: 1, "answered": answered})
+            self._moves.add(campaign_id, **{old_status: -1, new_status: 1, "answered": answered})
         elif answered:
-            self._moves.add(cid, answered=answered)
+            self._moves.add(campaign_id, answered=answered)
         self._moves.outcome(
-            cid, _final_outcome(old_status, old_outcome), _final_outcome(new_status, new_outcome)
+            campaign_id,
+            _final_outcome(old_status, old_outcome),
+            _final_outcome(new_status, new_outcome),
         )
 
     def list_recipients(
@@ -1844,32 +1856,13 @@ class SqlUnitOfWork:
                 if recipient.id not in updated:
                     self._refuse_recipient(recipient, previous)
             raise RepositoryError("a claim batch was not stored whole")  # pragma: no cover
-        moves = self._moves
-        held = self._held
-        histories = self._histories
-        seen = self._seen_recipients
         for params in attempts:
-            histories.pop(params["recipient_id"], None)
+            self._histories.pop(params["recipient_id"], None)
             self._attempt_moves(params, +1)
-            held[params["id"]] = params
+            self._held[params["id"]] = params
         for rows in groups.values():
             for params, before in rows:
-                seen.pop(params["id"], None)
-                old_status = before["status"]
-                old_outcome = before["outcome"]
-                new_status = params["status"]
-                new_outcome = params["outcome"]
-                cid = params["campaign_id"]
-                answered = _answered(new_status, new_outcome) - _answered(old_status, old_outcome)
-                if new_status != old_status:
-                    moves.add(cid, **{old_status: -1, new_status: 1, "answered": answered})
-                elif answered:
-                    moves.add(cid, answered=answered)
-                moves.outcome(
-                    cid,
-                    _final_outcome(old_status, old_outcome),
-                    _final_outcome(new_status, new_outcome),
-                )
+                self._recipient_moved(params["id"], params["campaign_id"], params, before)
 
     def _batchable(self, claims: Sequence[tuple[Attempt, Recipient, Recipient]]) -> bool:
         """Whether ``claims`` can go as batch statements with the very effect (and error)
