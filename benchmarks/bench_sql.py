@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,11 @@ def _quiet() -> None:
 
 
 @contextlib.contextmanager
-def _postgres(durable: bool) -> Iterator[str | None]:
-    """A PostgreSQL URL (None if there is no server); ``durable`` turns fsync on."""
+def _postgres(durable: bool, options: Sequence[str] = ()) -> Iterator[str | None]:
+    """A PostgreSQL URL (None if there is no server); ``durable`` turns fsync on.
+
+    ``options`` are more ``-c name=value`` server settings for the durable server
+    (profiling: ``shared_preload_libraries=pg_stat_statements``...)."""
     given = os.environ.get("OUTDIAL_BENCH_POSTGRES_URL")
     if given:
         yield given
@@ -123,6 +126,7 @@ def _postgres(durable: bool) -> Iterator[str | None]:
             [
                 f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}",
                 "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c TimeZone=UTC",
+                *(f"-c {option}" for option in options),
             ]
         )
         pg._run(

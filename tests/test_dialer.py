@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from invariants import all_attempts, all_recipients, check_campaign
 from outdial import (
@@ -423,11 +425,18 @@ class _CountingRepository(InMemoryRepository):
     def __init__(self) -> None:
         super().__init__()
         self.commits = 0
+        self._depth = 0
 
-    def transaction(self, *, dispatch_lock: bool = False) -> Any:
-        if self._journal is None:
+    @contextlib.contextmanager
+    def transaction(self, *, dispatch_lock: bool = False) -> Iterator[Any]:
+        if self._depth == 0:
             self.commits += 1
-        return super().transaction(dispatch_lock=dispatch_lock)
+        self._depth += 1
+        try:
+            with super().transaction(dispatch_lock=dispatch_lock) as uow:
+                yield uow
+        finally:
+            self._depth -= 1
 
 
 def test_virtual_time_commits_about_once_per_call() -> None:
@@ -540,3 +549,95 @@ def test_placements_recorded_with_an_event_are_kept_or_handed_back_as_committed(
     assert status(claims[0].attempt.id) is AttemptStatus.ENDED
     recorded = [e for e in bus.history if isinstance(e, CallPlaced)]
     assert [e.attempt_id for e in recorded] == [claims[0].attempt.id, claims[1].attempt.id]
+
+
+class _CountingSource:
+    """A provider wrapper that counts the event source's calls; ``lie_at`` makes
+    ``next_event_at`` announce an event at that instant once, which it then does
+    not have (a source whose two answers disagree)."""
+
+    def __init__(self, inner: SimulatedProvider, lie_at: datetime | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.asked_for_events = 0
+        self.asked_for_nothing = 0
+        self.lie_at = lie_at
+
+    def place_call(self, request: DialRequest) -> PlacedCall:
+        return self.inner.place_call(request)
+
+    def cancel_call(self, external_call_id: str) -> None:
+        self.inner.cancel_call(external_call_id)
+
+    def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
+        return self.inner.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
+
+    def next_event_at(self) -> datetime | None:
+        if self.lie_at is not None:
+            lie, self.lie_at = self.lie_at, None
+            return lie
+        return self.inner.next_event_at()
+
+    def due_events(self, now: datetime) -> list[CallEvent]:
+        events = self.inner.due_events(now)
+        self.asked_for_events += 1
+        self.asked_for_nothing += not events
+        return events
+
+
+def _run_counted(source_for: Callable[[SimulatedProvider], Any]) -> tuple[Any, Any, Any]:
+    service, repo, clock, provider, bus, cid = setup(
+        80, retry_policy=RetryPolicy(max_attempts=2, backoff=Fixed(timedelta(minutes=30)))
+    )
+    source = source_for(provider)
+    dialer = Dialer(
+        repo,
+        source,
+        clock=clock,
+        events=bus,
+        rng=random.Random(4),
+        new_id=_ids(),
+        reconcile_interval=timedelta(days=1),
+    )
+    summary = dialer.run_until_idle()
+    campaign = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    outcome = (campaign.status, campaign.counters, clock.now(), summary.calls_placed)
+    return outcome, source, summary
+
+
+def test_virtual_time_asks_the_source_for_events_only_once_one_is_due() -> None:
+    plain, _, _ = _run_counted(lambda provider: provider)
+    counted, source, summary = _run_counted(_CountingSource)
+    assert counted == plain
+    assert summary.events_applied > 0
+    # only the first tick reconciles (once a day): every other step knew an event was due
+    assert source.asked_for_nothing <= 1
+    assert source.asked_for_events <= summary.events_applied + 1
+
+
+START_LIE = MONDAY_8AM_NY + timedelta(minutes=30)  # before the New York window opens
+
+
+def test_a_source_announcing_an_event_it_does_not_have_does_not_stall_the_run() -> None:
+    plain, _, _ = _run_counted(lambda provider: provider)
+    lied, source, _ = _run_counted(lambda provider: _CountingSource(provider, lie_at=START_LIE))
+    assert lied == plain
+    assert source.lie_at is None  # the lie was told and the run went on
+    assert source.asked_for_nothing >= 1  # ... it was asked for that event, and had none
+
+
+def test_debug_logging_reports_every_placement() -> None:
+    for use_async in (False, True):
+        service, repo, clock, provider, bus, cid = setup(12, concurrency=3)
+        with structlog.testing.capture_logs() as logs:
+            if use_async:
+                asyncio.run(
+                    AsyncDialer(repo, provider.as_async(), clock=clock, events=bus).run_until_idle()
+                )
+            else:
+                Dialer(repo, provider, clock=clock, events=bus).run_until_idle()
+        placed = [entry for entry in logs if entry["event"] == "call_placed"]
+        assert all(entry["log_level"] == "debug" for entry in placed)
+        calls = provider.call_log()
+        assert len(placed) == len(calls) == provider.calls_placed > 0
+        assert [entry["attempt"] for entry in placed] == [c.attempt_id for c in calls]

@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import gc
+import heapq
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+import attrs
 import pytest
 
 from contract.repository_contract import (
     T0,
     RepositoryContract,
+    make_attempt,
     make_campaign,
     make_recipient,
     phone,
 )
-from outdial.campaign import CampaignCounters
+from outdial.campaign import Campaign, CampaignCounters
 from outdial.errors import RepositoryError
-from outdial.ports import Repository
-from outdial.recipient import RecipientStatus
+from outdial.ports import Repository, UnitOfWork
+from outdial.recipient import AttemptStatus, Recipient, RecipientStatus
 from outdial.testing import InMemoryRepository
-from outdial.testing.memory import InMemoryUnitOfWork
 
 
 class TestInMemoryRepository(RepositoryContract):
@@ -40,6 +44,87 @@ def test_a_unit_of_work_is_closed_after_its_block() -> None:
         uow.add_campaign(make_campaign())
     with pytest.raises(RepositoryError, match="closed"):
         uow.dispatchable_campaigns()
+
+
+_Call = Callable[[UnitOfWork, Campaign, Recipient], object]
+_EVERY_METHOD: dict[str, _Call] = {
+    "add_campaign": lambda uow, c, r: uow.add_campaign(make_campaign()),
+    "get_campaign": lambda uow, c, r: uow.get_campaign(c.id),
+    "get_campaign_settings": lambda uow, c, r: uow.get_campaign_settings(c.id),
+    "save_campaign": lambda uow, c, r: uow.save_campaign(c),
+    "list_campaigns": lambda uow, c, r: uow.list_campaigns(c.workspace_id),
+    "find_recent_draft": lambda uow, c, r: uow.find_recent_draft(c.workspace_id, None, T0),
+    "dispatchable_campaigns": lambda uow, c, r: uow.dispatchable_campaigns(),
+    "add_recipients": lambda uow, c, r: uow.add_recipients([make_recipient(c, phone(9))]),
+    "get_recipient": lambda uow, c, r: uow.get_recipient(r.id),
+    "save_recipient": lambda uow, c, r: uow.save_recipient(r.moved_to(RecipientStatus.QUEUED), r),
+    "list_recipients": lambda uow, c, r: uow.list_recipients(c.id),
+    "due_recipients": lambda uow, c, r: uow.due_recipients(c.id, T0, 5),
+    "next_due_at": lambda uow, c, r: uow.next_due_at(c.id, T0),
+    "skip_pending": lambda uow, c, r: uow.skip_pending(c.id, "stop", T0),
+    "outcome_counts": lambda uow, c, r: uow.outcome_counts(c.id),
+    "duration_totals": lambda uow, c, r: uow.duration_totals(c.id),
+    "add_attempt": lambda uow, c, r: uow.add_attempt(make_attempt(r)),
+    "add_claims": lambda uow, c, r: uow.add_claims(
+        [(make_attempt(r), r.moved_to(RecipientStatus.QUEUED, attempts=1), r)]
+    ),
+    "get_attempt": lambda uow, c, r: uow.get_attempt("a-1"),
+    "find_attempt": lambda uow, c, r: uow.find_attempt("fake", "call-1"),
+    "save_attempt": lambda uow, c, r: uow.save_attempt(make_attempt(r, id="a-1")),
+    "attempts_for": lambda uow, c, r: uow.attempts_for(r.id),
+    "attempt_starts": lambda uow, c, r: uow.attempt_starts([r.id], T0),
+    "in_flight": lambda uow, c, r: uow.in_flight(),
+    "dial_stats": lambda uow, c, r: uow.dial_stats(c.id, T0, T0),
+    "unfinished_attempts": lambda uow, c, r: uow.unfinished_attempts(started_before=T0),
+    "suppress": lambda uow, c, r: uow.suppress(c.workspace_id, r.phone, "opted out", T0),
+    "unsuppress": lambda uow, c, r: uow.unsuppress(c.workspace_id, r.phone),
+    "suppressed": lambda uow, c, r: uow.suppressed(c.workspace_id, [r.phone]),
+}
+
+
+def test_every_method_of_the_port_is_in_the_closed_unit_of_work_test() -> None:
+    methods = {name for name in vars(UnitOfWork) if not name.startswith("_")}
+    assert methods == set(_EVERY_METHOD)
+
+
+@pytest.mark.parametrize("method", sorted(_EVERY_METHOD))
+def test_every_method_of_a_closed_unit_of_work_refuses_and_changes_nothing(
+    method: str,
+) -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([make_recipient(campaign, phone(1))])
+        uow.add_attempt(make_attempt(uow.list_recipients(campaign.id).items[0], id="a-1"))
+    with repo.transaction() as uow:
+        (recipient,) = uow.list_recipients(campaign.id).items
+        stored = uow.get_campaign(campaign.id)
+        before = (stored, recipient, uow.attempts_for(recipient.id), uow.in_flight())
+    with pytest.raises(RepositoryError, match="closed"):
+        _EVERY_METHOD[method](uow, stored, recipient)
+    with repo.transaction() as uow:
+        after = (
+            uow.get_campaign(campaign.id),
+            uow.get_recipient(recipient.id),
+            uow.attempts_for(recipient.id),
+            uow.in_flight(),
+        )
+        assert after == before
+        assert uow.suppressed(campaign.workspace_id, [recipient.phone]) == set()
+
+
+def test_a_savepoint_shares_the_outer_unit_of_work_until_the_outer_block_ends() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    with repo.transaction() as outer:
+        outer.add_campaign(campaign)
+        with repo.transaction() as savepoint:
+            assert savepoint is outer
+            savepoint.add_recipients([make_recipient(campaign, phone(1))])
+        assert savepoint.get_campaign(campaign.id).counters.total == 1  # still open
+    with pytest.raises(RepositoryError, match="closed"):
+        savepoint.get_campaign(campaign.id)
 
 
 def test_transactions_are_serialised_across_threads() -> None:
@@ -128,20 +213,62 @@ def _entries_inspected_to_claim(size: int, monkeypatch: pytest.MonkeyPatch) -> i
         for r in uow.due_recipients(campaign.id, T0, size // 2):
             uow.save_recipient(r.moved_to(RecipientStatus.QUEUED), r)
     calls = 0
-    original = InMemoryUnitOfWork._pending_at
+    original = heapq.heappop
 
-    def counting(self: InMemoryUnitOfWork, index: object, seq: int) -> object:
+    def counting(heap: list[Any]) -> Any:
         nonlocal calls
         calls += 1
-        return original(self, index, seq)  # type: ignore[arg-type]
+        return original(heap)
 
     with repo.transaction() as uow:
         uow.due_recipients(campaign.id, T0, 100)  # drops the claimed entries once
-        monkeypatch.setattr(InMemoryUnitOfWork, "_pending_at", counting)
+        monkeypatch.setattr(heapq, "heappop", counting)
         due = uow.due_recipients(campaign.id, T0, 50)
     monkeypatch.undo()
     assert len(due) == 50
     return calls
+
+
+def test_a_claimed_recipient_leaves_the_ready_queue_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A dialer with one free slot looks at two due recipients and claims the first:
+    # the claim drops the first one's entry, so the next look pops only what it returns.
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([make_recipient(campaign, phone(n)) for n in range(10)])
+    pops = 0
+    original = heapq.heappop
+
+    def counting(heap: list[Any]) -> Any:
+        nonlocal pops
+        pops += 1
+        return original(heap)
+
+    claimed: list[str] = []
+    with repo.transaction() as uow:
+        for _ in range(5):
+            monkeypatch.setattr(heapq, "heappop", counting)
+            pops = 0
+            first, second = uow.due_recipients(campaign.id, T0, 2)
+            monkeypatch.undo()
+            assert pops == 2
+            uow.save_recipient(first.moved_to(RecipientStatus.QUEUED, attempts=1), first)
+            claimed.append(first.phone)
+
+        def claim_then_fail() -> None:
+            with repo.transaction() as savepoint:
+                (due,) = savepoint.due_recipients(campaign.id, T0, 1)
+                savepoint.save_recipient(due.moved_to(RecipientStatus.QUEUED, attempts=1), due)
+                raise KeyError("the claim fails")
+
+        with pytest.raises(KeyError):
+            claim_then_fail()
+        again = uow.due_recipients(campaign.id, T0, 10)
+    assert claimed == [phone(n) for n in range(5)]
+    assert [r.phone for r in again] == [phone(n) for n in range(5, 10)]
 
 
 def test_claim_work_does_not_grow_with_campaign_size(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,3 +313,42 @@ def test_attempts_for_sorts_attempts_recorded_out_of_order() -> None:
                 Attempt(f"a{number}", campaign.id, rec.id, rec.workspace_id, number, rec.phone, T0)
             )
         assert [a.number for a in uow.attempts_for(rec.id)] == [1, 2, 3]
+
+
+def test_in_flight_counts_are_handed_out_again_only_while_they_are_the_same() -> None:
+    repo = InMemoryRepository()
+    campaign, other = make_campaign(), make_campaign()
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_campaign(other)
+        uow.add_recipients([make_recipient(campaign, phone(n)) for n in (1, 2)])
+        uow.add_recipients([make_recipient(other, phone(3))])
+        first, second = uow.list_recipients(campaign.id).items
+        (third,) = uow.list_recipients(other.id).items
+    with repo.transaction() as uow:
+        call = make_attempt(first)
+        uow.add_attempt(call)
+        one = uow.in_flight()
+        assert (dict(one.by_campaign), one.total) == ({campaign.id: 1}, 1)
+        # that call ends and the campaign's next one starts: the same counts, the same value
+        uow.save_attempt(attrs.evolve(call, status=AttemptStatus.ENDED, ended_at=T0))
+        uow.add_attempt(make_attempt(second))
+        assert uow.in_flight() is one
+        # same total, another campaign: a new value
+        uow.save_attempt(
+            attrs.evolve(uow.attempts_for(second.id)[0], status=AttemptStatus.ENDED, ended_at=T0)
+        )
+        uow.add_attempt(make_attempt(third))
+        moved = uow.in_flight()
+        assert (dict(moved.by_campaign), moved.total) == ({other.id: 1}, 1)
+        assert dict(one.by_campaign) == {campaign.id: 1}  # what was handed out never changes
+
+        def start_a_call_then_fail() -> None:
+            with repo.transaction() as savepoint:
+                savepoint.add_attempt(make_attempt(first, 2))
+                assert savepoint.in_flight().total == 2
+                raise KeyError("rolled back")
+
+        with pytest.raises(KeyError):
+            start_a_call_then_fail()
+        assert uow.in_flight() == moved

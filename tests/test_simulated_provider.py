@@ -555,6 +555,62 @@ def test_cancelling_an_unknown_call_is_refused() -> None:
     assert info.value.code == "not_found"
 
 
+@pytest.mark.parametrize(
+    "lookalike", ["SIM-1", "SIM-0000001", "sim-000001", "SIM-000000", "SIM-000002", "SIM-", "x"]
+)
+def test_an_id_that_only_looks_like_a_placed_call_is_unknown(lookalike: str) -> None:
+    _, sim = provider()
+    placed = sim.place_call(dial(1)).external_call_id
+    assert placed == "SIM-000001"
+    with pytest.raises(ProviderRejected) as info:
+        sim.cancel_call(lookalike)
+    assert info.value.code == "not_found"
+    assert sim.fetch_call(attempt_id="nobody", external_call_id=lookalike) is None
+    # an unknown external id falls back to the attempt id
+    found = sim.fetch_call(attempt_id="att-1-1", external_call_id=lookalike)
+    assert found is not None and found.external_call_id == placed
+
+
+def test_a_cancel_among_many_calls_supersedes_only_that_calls_scheduled_events() -> None:
+    clock, sim = provider(answering_profile())
+    ids = [sim.place_call(dial(i)).external_call_id for i in range(1, 4)]
+    clock.advance(timedelta(seconds=1))
+    sim.cancel_call(ids[1])  # before it rang: its ringing, in-progress and end never come
+    events = drain(clock, sim)
+    by_call = Counter(e.external_call_id for e in events)
+    assert by_call == {ids[0]: 3, ids[1]: 1, ids[2]: 3}
+    assert [e.occurred_at for e in events] == sorted(e.occurred_at for e in events)
+    cancelled = [e for e in events if e.external_call_id == ids[1]]
+    assert cancelled[0].error == "cancelled" and cancelled[0].retryable is False
+    others = [e for e in events if e.final and e.external_call_id != ids[1]]
+    assert all(e.error is None and e.retryable is None for e in others)
+    assert sim.in_flight == 0
+    assert [c.cancelled for c in sim.call_log()] == [False, True, False]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    steps=st.lists(st.integers(min_value=0, max_value=90), min_size=1, max_size=25),
+    progress=st.booleans(),
+)
+def test_next_event_at_is_due_exactly_when_due_events_has_something(
+    steps: list[int], progress: bool
+) -> None:
+    # the runner relies on it: it asks for events only once next_event_at has come
+    profile = SimulationProfile(progress_events=progress, duplicate_rate=0.3)
+    clock, sim = provider(profile)
+    for i, seconds in enumerate(steps):
+        if i % 3 == 0:
+            sim.place_call(dial(i))
+        clock.advance(timedelta(seconds=seconds))
+        nxt = sim.next_event_at()
+        due = sim.due_events(clock.now())
+        assert bool(due) == (nxt is not None and nxt <= clock.now())
+        if due:
+            assert due[0].occurred_at is not None
+            assert sim.next_event_at() is None or sim.next_event_at() > clock.now()
+
+
 # -- delivery knobs -------------------------------------------------------------------------------
 
 

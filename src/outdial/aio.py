@@ -98,31 +98,52 @@ class AsyncDialer(_Base):
         advance = getattr(self.clock, "advance_to", None)
         wake = await self.tick()
         ticks = 1
+        # the same steps as Dialer._run (see there)
+        fusable = self._fusable_source() if advance is not None else None
+        known = False  # whether known_at is the fusable source's next event, still valid
+        known_at: datetime | None = None
         while max_ticks is None or ticks < max_ticks:
             now = self.clock.now()
-            source = self._fusable_source(now) if advance is not None else None
-            if source is not None:
-                # virtual time: the last event due now and the tick it triggers share one
-                # transaction (same steps, same order, one commit)
-                delivered, ticked, wake = await self._deliver_and_tick(source, now, wake)
-                if ticked:
+            still_known, known = known, False
+            if fusable is not None and not self._reconcile_due(now):
+                # virtual time, nothing to reconcile: the last event due now and the tick it
+                # triggers share one transaction (same steps, same order, one commit)
+                at = known_at if still_known else fusable.next_event_at()
+                if at is not None and at <= now:
+                    delivered, ticked, wake = await self._deliver_and_tick(fusable, now, wake)
+                    if ticked:
+                        ticks += 1
+                        continue
+                    if delivered:
+                        continue  # the tick was not due (_deliver_and_tick looked)
+                if wake is not None and wake <= now:
+                    # the engine's wake time has come (_tick_due, with nothing to reconcile)
+                    wake = await self.tick()
                     ticks += 1
                     continue
-                freed = 0
+                if at is not None and at <= now:
+                    at = fusable.next_event_at()  # it had nothing due after all: ask again
+                nxt = at if wake is None or (at is not None and at < wake) else wake
+                if self._recheck:
+                    nxt = self._next_wake(nxt, asked=True)
+                known_at = at
+                fused = True
             else:
+                fused = False
                 delivered, freed = await self._deliver_due(now)
-            if freed or self._tick_due(now, wake):
-                wake = await self.tick()
-                ticks += 1
-                continue
-            if delivered:
-                continue
-            nxt = self._next_wake(wake)
+                if freed or self._tick_due(now, wake):
+                    wake = await self.tick()
+                    ticks += 1
+                    continue
+                if delivered:
+                    continue
+                nxt = self._next_wake(wake)
             if nxt is None or (until is not None and nxt > until):
                 break
             if nxt > now:
                 if advance is not None:
                     advance(nxt)
+                    known = fused
                 elif await self._sleep_until(nxt):
                     wake = now
         return self._finish_run(started, placed0, applied0, ticks, advance, until)
@@ -213,6 +234,8 @@ class AsyncDialer(_Base):
     ) -> tuple[int, bool, datetime | None]:
         """:meth:`_deliver_due` then, when it frees a slot or something is due, the
         tick, with the last event and the tick's first dispatch in one transaction.
+        Only for the fusable source at an instant with nothing to reconcile, where
+        the tick is due when the engine's ``wake`` time has come (:meth:`_tick_due`).
         Returns (events delivered, whether it ticked, the wake time)."""
         events = source.due_events(now)
         if not events:
@@ -223,7 +246,7 @@ class AsyncDialer(_Base):
             result = await self._db(self.core.apply_event, now, event)
             freed += self._applied(result, event)
         event = events[last]
-        force = bool(freed) or self._tick_due(now, wake)
+        force = freed > 0 or (wake is not None and wake <= now)  # _tick_due: nothing to reconcile
         result, dispatched = await self._db(
             partial(self.core.apply_event_and_dispatch, now, event, dispatch=force)
         )

@@ -50,6 +50,9 @@ from outdial.retry import RandomSource
 
 __all__ = ["Dialer", "RunSummary"]
 
+#: effects of an event that changed nothing (logged at debug level)
+_IGNORED = (Effect.DUPLICATE, Effect.STALE, Effect.LATE)
+
 
 @attrs.frozen
 class RunSummary:
@@ -173,19 +176,21 @@ class _Base:
             return True
         return bool(self._recheck) and any(t <= now for t in self._recheck.values())
 
-    def _fusable_source(self, now: datetime) -> EventSource | None:
+    def _fusable_source(self) -> EventSource | None:
         """The event source whose last due event may be applied in the same transaction
-        as the dispatch it triggers: only with one source (so events are applied in the
-        same order) and nothing to reconcile first (which a tick does before its
-        dispatch)."""
+        as the dispatch it triggers, at an instant with nothing to reconcile first
+        (which a tick does before its dispatch, see :meth:`_reconcile_due`): only
+        with one source, so events are applied in the same order."""
         sources = self._event_sources()
-        if len(sources) != 1 or self._reconcile_due(now):
-            return None
-        return sources[0]
+        return sources[0] if len(sources) == 1 else None
 
-    def _next_wake(self, wake: datetime | None) -> datetime | None:
+    def _next_wake(self, wake: datetime | None, asked: bool = False) -> datetime | None:
+        """The earliest of ``wake``, the sources' next events and the rechecks.
+
+        ``asked``: ``wake`` already counts the sources' next events (they are not
+        asked again)."""
         best = wake
-        for source in self._event_sources():
+        for source in () if asked else self._event_sources():
             t = source.next_event_at()
             if t is not None and (best is None or t < best):
                 best = t
@@ -196,9 +201,12 @@ class _Base:
 
     def _applied(self, result: EventResult, event: CallEvent) -> int:
         """Count and log one applied event; 1 when it freed a slot, else 0."""
-        self.events_applied += result.effect is not None
-        self._log_result(result, event)
-        return int(result.freed)
+        effect = result.effect
+        if effect is None or effect in _IGNORED:
+            self._log_result(result, event)
+        if effect is not None:
+            self.events_applied += 1
+        return 1 if result.freed else 0
 
     def _log_result(self, result: EventResult, event: CallEvent) -> None:
         if result.effect is None:
@@ -207,7 +215,7 @@ class _Base:
                 provider=event.provider,
                 external_call_id=event.external_call_id,
             )
-        elif result.effect in (Effect.DUPLICATE, Effect.STALE, Effect.LATE):
+        elif result.effect in _IGNORED:
             self.log.debug(
                 "event_ignored",
                 effect=str(result.effect),
@@ -323,35 +331,62 @@ class Dialer(_Base):
         until: datetime | None,
         max_ticks: int | None,
     ) -> int:
-        """The loop of :meth:`run_until_idle`; returns how many ticks it ran."""
+        """The loop of :meth:`run_until_idle`; returns how many ticks it ran.
+
+        In virtual time with one event source (:meth:`_fusable_source`), a step
+        asks the source for its next event (``next_event_at``), and for the events
+        themselves (``due_events``) only once that instant has come. The answer
+        stays valid until anything happens (a delivery, a tick): moving the clock
+        changes nothing the source holds, so after a jump it is not asked again.
+        """
         wake = self.tick()
         ticks = 1
+        fusable = self._fusable_source() if advance is not None else None
+        known = False  # whether known_at is the fusable source's next event, still valid
+        known_at: datetime | None = None
         while max_ticks is None or ticks < max_ticks:
             now = self.clock.now()
-            source = self._fusable_source(now) if advance is not None else None
-            if source is not None:
-                # virtual time: the last event due now and the tick it triggers share one
-                # transaction (same steps, same order, one commit)
-                delivered, ticked, wake = self._deliver_and_tick(source, now, wake)
-                if ticked:
+            still_known, known = known, False
+            if fusable is not None and not self._reconcile_due(now):
+                # virtual time, nothing to reconcile: the last event due now and the tick it
+                # triggers share one transaction (same steps, same order, one commit)
+                at = known_at if still_known else fusable.next_event_at()
+                if at is not None and at <= now:
+                    delivered, ticked, wake = self._deliver_and_tick(fusable, now, wake)
+                    if ticked:
+                        ticks += 1
+                        continue
+                    if delivered:
+                        continue  # the tick was not due (_deliver_and_tick looked)
+                if wake is not None and wake <= now:
+                    # the engine's wake time has come (_tick_due, with nothing to reconcile)
+                    wake = self.tick()
                     ticks += 1
                     continue
-                freed = 0
+                if at is not None and at <= now:
+                    at = fusable.next_event_at()  # it had nothing due after all: ask again
+                nxt = at if wake is None or (at is not None and at < wake) else wake
+                if self._recheck:
+                    nxt = self._next_wake(nxt, asked=True)
+                known_at = at
+                fused = True
             else:
+                fused = False
                 delivered, freed = self._deliver_due(now)
-            if freed or self._tick_due(now, wake):
-                # a call ended (its slot is free) or something is due: look again now
-                wake = self.tick()
-                ticks += 1
-                continue
-            if delivered:
-                continue
-            nxt = self._next_wake(wake)
+                if freed or self._tick_due(now, wake):
+                    # a call ended (its slot is free) or something is due: look again now
+                    wake = self.tick()
+                    ticks += 1
+                    continue
+                if delivered:
+                    continue
+                nxt = self._next_wake(wake)
             if nxt is None or (until is not None and nxt > until):
                 break
             if nxt > now:
                 if advance is not None:
                     advance(nxt)
+                    known = fused
                 else:
                     with self._cond:
                         self._cond.wait_for(
@@ -453,6 +488,8 @@ class Dialer(_Base):
     ) -> tuple[int, bool, datetime | None]:
         """:meth:`_deliver_due` then, when it frees a slot or something is due, the
         tick, with the last event and the tick's first dispatch in one transaction.
+        Only for the fusable source at an instant with nothing to reconcile, where
+        the tick is due when the engine's ``wake`` time has come (:meth:`_tick_due`).
         Returns (events delivered, whether it ticked, the wake time)."""
         events = source.due_events(now)
         if not events:
@@ -470,7 +507,7 @@ class Dialer(_Base):
         result, dispatched = self.core.apply_event_and_dispatch(
             now,
             event,
-            dispatch=bool(freed) or self._tick_due(now, wake),
+            dispatch=freed > 0 or (wake is not None and wake <= now),
             placed=self._placements,
         )
         self._applied(result, event)

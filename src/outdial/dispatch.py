@@ -290,7 +290,7 @@ class DialerCore:
         for dial in plan.dials:
             campaign = campaigns.get(dial.campaign_id)
             if campaign is None:
-                campaign = campaigns[dial.campaign_id] = uow.get_campaign(dial.campaign_id)
+                campaign = campaigns[dial.campaign_id] = uow.get_campaign_settings(dial.campaign_id)
             r = dial.recipient
             attempt = _new_attempt(
                 _NO_ATTEMPT,
@@ -421,7 +421,7 @@ class DialerCore:
             attempt = uow.get_attempt(claim.attempt.id)
             if attempt is None:
                 return ResultDecision(Effect.DUPLICATE, reason="attempt not found")
-            campaign = uow.get_campaign(attempt.campaign_id)
+            campaign = uow.get_campaign_settings(attempt.campaign_id)
             recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
             history = uow.attempts_for(attempt.recipient_id) if recipient is not None else []
             decision = self.engine.on_dial_error(
@@ -536,7 +536,7 @@ class DialerCore:
         event: CallEvent,
         out: list[DomainEvent],
     ) -> ResultDecision:
-        campaign = uow.get_campaign(attempt.campaign_id)
+        campaign = uow.get_campaign_settings(attempt.campaign_id)
         recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
         history: Sequence[Attempt] = (
             uow.attempts_for(attempt.recipient_id) if recipient is not None and event.final else ()
@@ -565,7 +565,7 @@ class DialerCore:
             attempt = uow.get_attempt(attempt_id)
             if attempt is None:
                 return ResultDecision(Effect.DUPLICATE, reason="attempt not found")
-            campaign = uow.get_campaign(attempt.campaign_id)
+            campaign = uow.get_campaign_settings(attempt.campaign_id)
             recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
             history = uow.attempts_for(attempt.recipient_id) if recipient is not None else []
             # Taking over someone else's attempt bumps the fencing token, so the worker
@@ -606,11 +606,20 @@ class DialerCore:
             uow.save_recipient(decision.recipient, recipient)
         if decision.suppress_phone is not None and attempt is not None:
             uow.suppress(attempt.workspace_id, decision.suppress_phone, "opted out", now)
-        if (
-            self.events is not None
-            and attempt is not None
-            and attempt.status is AttemptStatus.ENDED
-        ):
+        if self.events is not None:
+            self._stored_events(uow, decision, recipient, now, out)
+
+    def _stored_events(
+        self,
+        uow: UnitOfWork,
+        decision: ResultDecision,
+        recipient: Recipient | None,
+        now: datetime,
+        out: list[DomainEvent],
+    ) -> None:
+        """The domain events of what :meth:`_store` stored."""
+        attempt = decision.attempt
+        if attempt is not None and attempt.status is AttemptStatus.ENDED:
             new_status = (
                 decision.recipient.status
                 if decision.recipient is not None
@@ -641,7 +650,7 @@ class DialerCore:
                         now,
                     )
                 )
-        if self.events is not None and decision.recipient is not None and recipient is not None:
+        if decision.recipient is not None and recipient is not None:
             self._progress(uow, recipient.campaign_id, now, out)
 
     def _progress(

@@ -273,6 +273,14 @@ class UnitOfWork(Protocol):
     # campaigns
     def add_campaign(self, campaign: Campaign) -> None: ...
     def get_campaign(self, campaign_id: str, workspace_id: str | None = None) -> Campaign: ...
+    def get_campaign_settings(self, campaign_id: str) -> Campaign:
+        """The campaign for a caller that reads no counts: its status and settings are
+        current (as :meth:`get_campaign` returns them), its ``counters`` may be those of
+        an earlier read. Deciding a call's result needs the retry policy, hours and
+        rules, never the counts, and adapters whose counters move on every write can
+        skip building them. ``NotFound`` if the campaign does not exist."""
+        ...
+
     def save_campaign(self, campaign: Campaign) -> Campaign:
         """Store ``campaign`` (status, settings; counters are the adapter's) and return the
         stored value with ``version`` incremented. Raises ``StaleClaim``-free

@@ -441,6 +441,58 @@ class RepositoryContract:
             )
         assert read_before.counters == CampaignCounters(total=2, pending=2)
 
+    def test_campaign_settings_are_the_current_settings_whatever_the_counters(
+        self, repo: Repository
+    ) -> None:
+        campaign = make_campaign()
+        stored = seed(repo, campaign, [make_recipient(campaign, phone(n)) for n in range(2)])
+
+        def same_but_counters(settings: Campaign, full: Campaign) -> bool:
+            return attrs.evolve(settings, counters=full.counters) == full
+
+        with repo.transaction() as uow:  # not read yet in this transaction
+            settings = uow.get_campaign_settings(campaign.id)
+            assert same_but_counters(settings, uow.get_campaign(campaign.id))
+        with repo.transaction() as uow:
+            current = uow.get_campaign(campaign.id)
+            move(uow, stored[0].id, S.SKIPPED, error="do not call")
+            saved = uow.save_campaign(
+                attrs.evolve(current, name="Renamed", retry_policy=RetryPolicy(max_attempts=5))
+            )
+            move(uow, stored[1].id, S.QUEUED)
+            settings = uow.get_campaign_settings(campaign.id)
+            assert (settings.name, settings.max_attempts, settings.version) == (
+                "Renamed",
+                5,
+                current.version + 1,
+            )
+            assert same_but_counters(settings, uow.get_campaign(campaign.id))
+            assert same_but_counters(settings, saved)
+        with repo.transaction() as uow:
+            assert same_but_counters(uow.get_campaign_settings(campaign.id), saved)
+
+    def test_campaign_settings_follow_a_rolled_back_savepoint(self, repo: Repository) -> None:
+        campaign = make_campaign()
+        seed(repo, campaign)
+
+        def rename_in_a_savepoint_then_fail(before: Campaign) -> None:
+            with repo.transaction() as savepoint:
+                savepoint.save_campaign(attrs.evolve(before, name="Rolled back"))
+                assert savepoint.get_campaign_settings(campaign.id).name == "Rolled back"
+                raise Boom
+
+        with repo.transaction() as uow:
+            before = uow.get_campaign_settings(campaign.id)
+            with pytest.raises(Boom):
+                rename_in_a_savepoint_then_fail(before)
+            after = uow.get_campaign_settings(campaign.id)
+            assert (after.name, after.version) == (before.name, before.version)
+
+    def test_campaign_settings_of_a_missing_campaign_are_not_found(self, repo: Repository) -> None:
+        with repo.transaction() as uow, pytest.raises(NotFound) as info:
+            uow.get_campaign_settings("no-such-campaign")
+        assert (info.value.kind, info.value.id) == ("campaign", "no-such-campaign")
+
     def test_list_campaigns_newest_first_with_pages(self, repo: Repository) -> None:
         made = [
             make_campaign(name=f"Campaign {n}", created_at=T0 + timedelta(hours=n))
@@ -1003,6 +1055,38 @@ class RepositoryContract:
             assert uow.find_attempt("fake", "call-1") == placed
             assert uow.find_attempt("other-provider", "call-1") is None
             assert uow.find_attempt("fake", "call-2") is None
+
+    def test_a_providers_call_id_belongs_to_one_attempt(self, repo: Repository) -> None:
+        campaign = make_campaign()
+        first, second = seed(repo, campaign, [make_recipient(campaign, phone(n)) for n in (1, 2)])
+        owner, other = make_attempt(first), make_attempt(second)
+        placed_at = T0 + timedelta(seconds=1)
+        with repo.transaction() as uow:
+            uow.add_attempt(owner)
+            uow.add_attempt(other)
+            placed = attrs.evolve(
+                owner, status=AttemptStatus.PLACED, external_call_id="call-1", placed_at=placed_at
+            )
+            uow.save_attempt(placed)
+        with pytest.raises(RepositoryError), repo.transaction() as uow:
+            uow.save_attempt(
+                attrs.evolve(
+                    other,
+                    status=AttemptStatus.PLACED,
+                    external_call_id="call-1",
+                    placed_at=placed_at,
+                )
+            )
+        ended = attrs.evolve(
+            placed,
+            status=AttemptStatus.ENDED,
+            outcome=CallOutcome.ANSWERED,
+            ended_at=T0 + timedelta(minutes=1),
+        )
+        with repo.transaction() as uow:
+            uow.save_attempt(ended)  # the owner keeps its call id
+            assert uow.get_attempt(other.id) == other
+            assert uow.find_attempt("fake", "call-1") == ended
 
     def test_save_attempt_with_a_stale_claim_token_is_refused(self, repo: Repository) -> None:
         campaign = make_campaign()

@@ -55,7 +55,6 @@ compact :meth:`~SimulatedProvider.call_log`.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import struct
@@ -64,6 +63,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from hashlib import blake2b
+from heapq import heappop, heappush
 from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
@@ -344,6 +344,8 @@ class _HashStream:
 
 
 _INVALID: Final = CallOutcome.INVALID_NUMBER
+_ERROR: Final = CallOutcome.ERROR
+_FAILURE: Final = "simulated call failure"  # the error of a call that ends ``error``
 _RINGING: Final = 0
 _IN_PROGRESS: Final = 1
 _ENDED: Final = 2
@@ -376,6 +378,12 @@ class _Calls:
     Instants are integer microseconds since the provider's base instant: cheap
     to compute and compare, and exact (no float rounding between the time an
     event is due and the ``occurred_at`` it reports).
+
+    What only a cancel or an unknown-fate placement changes is kept as the set of
+    the calls it happened to, not as a column: a call is ``retryable`` ``False``
+    with error ``"cancelled"`` and generation 1 once cancelled (a call is
+    cancelled at most once: a cancel ends it), else ``retryable`` ``None``,
+    generation 0 and error ``"simulated call failure"`` when it ends ``error``.
     """
 
     __slots__ = (
@@ -385,13 +393,10 @@ class _Calls:
         "cancelled",
         "duration",
         "ended",
-        "error",
         "external_id",
-        "gen",
         "number",
         "outcome",
         "placed",
-        "retryable",
         "ringing",
         "unknown_fate",
     )
@@ -407,11 +412,8 @@ class _Calls:
         self.ended: list[int] = []
         self.outcome: list[CallOutcome] = []
         self.duration: list[float] = []
-        self.retryable: list[bool | None] = []
-        self.error: list[str | None] = []
-        self.cancelled: list[bool] = []
-        self.unknown_fate: list[bool] = []
-        self.gen: list[int] = []  # bumped when a cancel supersedes the call's scheduled end
+        self.cancelled: set[int] = set()  # indexes of the calls a cancel ended
+        self.unknown_fate: set[int] = set()  # placed despite an unknown-fate error
 
     def __len__(self) -> int:
         return len(self.ended)
@@ -441,18 +443,20 @@ class _Calls:
         self.ended.append(ended)
         self.outcome.append(outcome)
         self.duration.append(duration)
-        self.retryable.append(None)
-        self.error.append("simulated call failure" if outcome is CallOutcome.ERROR else None)
-        self.cancelled.append(False)
-        self.unknown_fate.append(False)
-        self.gen.append(0)
         return index
+
+    def gen(self, index: int) -> int:
+        """The generation of a call's scheduled end: 1 once a cancel superseded it."""
+        return int(index in self.cancelled)
 
 
 # (deliver at, tie, kind, call index, gen); instants in microseconds since the base. Only
 # ints, so the garbage collector stops tracking an entry as soon as it first sees it
 # (a heap entry lives as long as its call: tracked ones were promoted and re-scanned).
 _Entry = tuple[int, int, int, int, int]
+# (really ends at, call index, gen): when calls end, for the in-flight count (ties in any
+# order: they only decrement it)
+_End = tuple[int, int, int]
 
 # What an outcome does: (rings, picks up, ring distribution name, talk distribution name)
 _SHAPES: Final[dict[CallOutcome, tuple[bool, bool, str, str | None]]] = {
@@ -515,6 +519,11 @@ class SimulatedProvider:
         self._mix_thresholds = cumulative
         self._number_level = p.invalid_number_rate > 0 or p.reachability < 1
         self._faults = p.provider_error_rate + p.unknown_fate_rate > 0
+        # the profile's delivery knobs, read per call (the profile is frozen)
+        self._progress = p.progress_events
+        self._duplicates = p.duplicate_rate > 0
+        self._reorders = p.reorder_rate > 0
+        self._ringing_after: _Sampler = p.ringing_after_seconds.sample
         self._shapes: dict[CallOutcome, tuple[bool, bool, _Sampler, _Sampler | None]] = {
             outcome: (
                 rings,
@@ -530,11 +539,10 @@ class SimulatedProvider:
         self._placed = PlacedCall(name, "", CallStatus.QUEUED)
         self._ended = CallEvent(provider=name, status=CallStatus.ENDED)
         self._events: list[_Entry] = []
-        self._ends: list[_Entry] = []  # when calls really end: in-flight bookkeeping
+        self._ends: list[_End] = []  # when calls really end: in-flight bookkeeping
         self._ticket = itertools.count()  # ties broken in scheduling order
         self._calls = _Calls()
         self._by_attempt: dict[str, int] = {}  # attempt id -> call index
-        self._by_external: dict[str, int] = {}  # external call id -> call index
         self._tries: dict[bytes, int] = {}
         self._number_fates: dict[str, CallOutcome | None] = {}  # see _number_fate
         self._live_by_number: dict[str, int] = {}
@@ -578,7 +586,7 @@ class SimulatedProvider:
         :class:`~outdial.errors.ProviderRejected` (code ``not_found``)."""
         now = self._offset(self._clock.now())
         with self._lock:
-            i = self._by_external.get(external_call_id)
+            i = self._index_of(external_call_id)
             if i is None:
                 raise ProviderRejected(
                     f"no call {external_call_id!r}", provider=self.name, code="not_found"
@@ -586,10 +594,8 @@ class SimulatedProvider:
             calls = self._calls
             if calls.ended[i] <= now:
                 return
-            calls.cancelled[i] = True
+            calls.cancelled.add(i)  # retryable False, error "cancelled", generation 1
             calls.outcome[i] = CallOutcome.ERROR
-            calls.retryable[i] = False
-            calls.error[i] = "cancelled"
             ringing = calls.ringing[i]
             if ringing is not None and ringing > now:
                 calls.ringing[i] = None
@@ -598,9 +604,8 @@ class SimulatedProvider:
                 calls.answered[i] = answered = None
             calls.duration[i] = (now - answered) / 1e6 if answered is not None else 0.0
             calls.ended[i] = now
-            calls.gen[i] += 1
-            self._push(self._events, now, _ENDED, i)
-            self._push(self._ends, now, _ENDED, i)
+            heappush(self._events, (now, next(self._ticket), _ENDED, i, 1))
+            heappush(self._ends, (now, i, 1))
             self.calls_cancelled += 1
 
     def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
@@ -613,7 +618,7 @@ class SimulatedProvider:
         with self._lock:
             i = None
             if external_call_id is not None:
-                i = self._by_external.get(external_call_id)
+                i = self._index_of(external_call_id)
             if i is None:
                 i = self._by_attempt.get(attempt_id)
             if i is None:
@@ -641,9 +646,10 @@ class SimulatedProvider:
         """When the earliest undelivered event is due (``None``: nothing pending)."""
         with self._lock:
             events = self._events
-            while events and self._stale(events[0]):
-                heapq.heappop(events)
-            return self._instant(events[0][0]) if events else None
+            if self._calls.cancelled:  # only a cancel makes entries stale
+                while events and self._stale(events[0]):
+                    heappop(events)
+            return self._base + _US * events[0][0] if events else None
 
     def due_events(self, now: datetime) -> list[CallEvent]:
         """Remove and return every event due by ``now``, in delivery order
@@ -655,13 +661,18 @@ class SimulatedProvider:
         out: list[CallEvent] = []
         with self._lock:
             if not events or events[0][0] > limit:
-                return out  # nothing due (the runner asks once more after every step)
-            pop = heapq.heappop
-            stale = self._stale
-            while events and events[0][0] <= limit:
-                entry = pop(events)
-                if not stale(entry):
-                    out.append(self._event(entry[3], entry[2]))
+                return out  # nothing due
+            event = self._event
+            if self._calls.cancelled:  # only a cancel makes entries stale
+                stale = self._stale
+                while events and events[0][0] <= limit:
+                    entry = heappop(events)
+                    if not stale(entry):
+                        out.append(event(entry[3], entry[2]))
+            else:
+                while events and events[0][0] <= limit:
+                    entry = heappop(events)
+                    out.append(event(entry[3], entry[2]))
         return out
 
     # -- observations ---------------------------------------------------------------------------
@@ -691,8 +702,8 @@ class SimulatedProvider:
                     outcome=c.outcome[i],
                     duration_seconds=c.duration[i],
                     answered_at=None if answered is None else instant(answered),
-                    cancelled=c.cancelled[i],
-                    unknown_fate=c.unknown_fate[i],
+                    cancelled=i in c.cancelled,
+                    unknown_fate=i in c.unknown_fate,
                 )
                 for i, answered in enumerate(c.answered)
             ]
@@ -712,6 +723,16 @@ class SimulatedProvider:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _index_of(self, external_call_id: str) -> int | None:
+        """The index of the call with this external id (``SIM-`` and its 1-based
+        placement number, as :meth:`_start` names it), None when there is none."""
+        number = external_call_id[4:]
+        if not (external_call_id.startswith("SIM-") and number.isdigit()):
+            return None
+        index = int(number) - 1
+        ids = self._calls.external_id
+        return index if 0 <= index < len(ids) and ids[index] == external_call_id else None
+
     def _offset(self, t: datetime) -> int:
         last = self._last_offset  # one tuple, so threads never see a torn pair
         if last[0] is t:
@@ -721,7 +742,7 @@ class SimulatedProvider:
         return offset
 
     def _instant(self, offset: int) -> datetime:
-        return self._base + timedelta(microseconds=offset)
+        return self._base + _US * offset
 
     def _maybe_fail(self, request: DialRequest, key: bytes, now: int) -> None:
         p = self.profile
@@ -737,7 +758,7 @@ class SimulatedProvider:
         if u < p.provider_error_rate + p.unknown_fate_rate:
             self.errors_raised += 1
             if stream.random() < p.unknown_fate_placed_rate:
-                self._calls.unknown_fate[self._start(request, key, now)] = True
+                self._calls.unknown_fate.add(self._start(request, key, now))
             raise ProviderUnavailable(
                 "simulated timeout: the call may or may not have been placed",
                 provider=self.name,
@@ -760,7 +781,6 @@ class SimulatedProvider:
     def _start(self, request: DialRequest, key: bytes, now: int) -> int:
         """Place a call at ``now``: draw its fate, record it and schedule its events;
         returns its index."""
-        p = self.profile
         number = request.to
         rng = _HashStream(self._prefix + key)
         u = rng.random()
@@ -777,16 +797,15 @@ class SimulatedProvider:
         ring = round(ring_sample(rng) * 1_000_000)  # _micros, inline
         talk = talk_sample(rng) if talk_sample is not None else 0.0
 
-        ringing = (
-            now + min(round(p.ringing_after_seconds.sample(rng) * 1_000_000), ring)
-            if rings
-            else None
-        )
+        if rings:
+            ringing: int | None = now + min(round(self._ringing_after(rng) * 1_000_000), ring)
+        else:
+            ringing = None
         answered = now + ring if picks_up else None
         ended = now + ring + round(talk * 1_000_000)
 
-        self.calls_placed += 1
-        external_id = f"SIM-{self.calls_placed:06d}"
+        self.calls_placed = placed = self.calls_placed + 1
+        external_id = f"SIM-{placed:06d}"
         index = self._calls.add(
             request.attempt_id,
             external_id,
@@ -800,31 +819,34 @@ class SimulatedProvider:
             talk,
         )
         self._by_attempt[request.attempt_id] = index
-        self._by_external[external_id] = index
 
         # in-flight bookkeeping (the truth, not what was delivered)
-        if self._ends and self._ends[0][0] <= now:
+        ends = self._ends
+        if ends and ends[0][0] <= now:
             self._settle(now)
-        self._in_flight += 1
-        self.max_concurrent = max(self.max_concurrent, self._in_flight)
+        self._in_flight = in_flight = self._in_flight + 1
+        self.max_concurrent = max(self.max_concurrent, in_flight)
         live = self._live_by_number
         if number in live:
             self.overlapping_calls += 1
             live[number] += 1
         else:
             live[number] = 1
-        ticket = self._ticket
-        heappush = heapq.heappush
-        heappush(self._ends, (ended, next(ticket), _ENDED, index, 0))
+        heappush(ends, (ended, index, 0))
 
         # delivery: drawn after the outcome and timings, so these knobs never
         # change what happens to a call, only how it is reported.
         events = self._events
+        ticket = self._ticket
+        if not (self._duplicates or self._progress):
+            heappush(events, (ended, next(ticket), _ENDED, index, 0))
+            return index
+        p = self.profile
         again: int | None = None
-        if p.duplicate_rate > 0 and rng.random() < p.duplicate_rate:
+        if self._duplicates and rng.random() < p.duplicate_rate:
             again = ended + _micros(p.late_delivery_seconds.sample(rng))
-        if p.progress_events and ringing is not None:
-            if p.reorder_rate > 0 and rng.random() < p.reorder_rate:
+        if self._progress and ringing is not None:
+            if self._reorders and rng.random() < p.reorder_rate:
                 # the last progress event arrives after the final one
                 late = ended + _micros(p.late_delivery_seconds.sample(rng))
                 if answered is not None:
@@ -841,17 +863,14 @@ class SimulatedProvider:
             heappush(events, (again, next(ticket), _ENDED, index, 0))
         return index
 
-    def _push(self, heap: list[_Entry], at: int, kind: int, index: int) -> None:
-        heapq.heappush(heap, (at, next(self._ticket), kind, index, self._calls.gen[index]))
-
     def _settle(self, now: int) -> None:
         ends = self._ends
         live = self._live_by_number
-        gens, numbers = self._calls.gen, self._calls.number
+        cancelled, numbers = self._calls.cancelled, self._calls.number
         while ends and ends[0][0] <= now:
-            _, _, _, index, gen = heapq.heappop(ends)
-            if gen != gens[index]:
-                continue  # superseded by a cancel
+            _, index, gen = heappop(ends)
+            if not gen and index in cancelled:
+                continue  # superseded by a cancel (which scheduled the end of generation 1)
             self._in_flight -= 1
             number = numbers[index]
             left = live[number] - 1
@@ -864,32 +883,41 @@ class SimulatedProvider:
         """An entry a cancel made obsolete (its event no longer happens)."""
         kind, index = entry[2], entry[3]
         if kind == _ENDED:
-            return entry[4] != self._calls.gen[index]
+            return entry[4] != self._calls.gen(index)
         if kind == _RINGING:
             return self._calls.ringing[index] is None
         return self._calls.answered[index] is None
 
     def _event(self, index: int, kind: int) -> CallEvent:
-        progress = self.profile.progress_events
         calls = self._calls
         external_id = calls.external_id[index]
-        ringing = calls.ringing[index]
         if kind == _ENDED:
-            seq = (ringing is not None) + (calls.answered[index] is not None) if progress else 0
             outcome = calls.outcome[index]
+            if self._progress:
+                seq = (calls.ringing[index] is not None) + (calls.answered[index] is not None)
+            else:
+                seq = 0
+            if index in calls.cancelled:
+                retryable: bool | None = False
+                error: str | None = "cancelled"
+            else:
+                retryable = None
+                error = _FAILURE if outcome is _ERROR else None
             return _final_event(
                 self._ended,
                 external_id,
                 calls.attempt_id[index],
                 outcome,
-                calls.retryable[index],
+                retryable,
                 seq,
-                self._base + timedelta(microseconds=calls.ended[index]),
+                self._base + _US * calls.ended[index],
                 calls.duration[index],
                 _RAW_STATUS[outcome],
-                calls.error[index],
+                error,
                 f"{external_id}:{seq}",
             )
+        progress = self._progress
+        ringing = calls.ringing[index]
         if kind == _RINGING:
             at = ringing
             seq_or_none: int | None = 0 if progress else None

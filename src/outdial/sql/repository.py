@@ -46,8 +46,11 @@ index refuses a second attempt in flight with the same recipient and number.
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
+import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -90,6 +93,7 @@ from outdial.sql.schema import (
 )
 
 __all__ = [
+    "COUNTER_SHARDS",
     "DAY_STARTS_COUNTED",
     "DISPATCH_LOCK_KEY",
     "MINUTE_STARTS_KEPT",
@@ -106,6 +110,11 @@ DISPATCH_LOCK_KEY: Final = 0x6F757464
 _BEGUN: Final = "outdial_begun"
 #: First key of the per-campaign advisory lock that serialises imports.
 _IMPORT_LOCK_SPACE: Final = 0x696D70  # b"imp"
+#: A campaign's counters are the sum of up to this many rows (``shard`` 0 to 15).
+#: Each PostgreSQL transaction adds its moves to one of them, so concurrent
+#: transactions of the same campaign seldom wait for each other's commit on one
+#: row; SQLite (one writer at a time) writes shard 0 only.
+COUNTER_SHARDS: Final = 16
 
 _CHUNK = 1_000  # rows per statement for IN lists and inserts
 _COPY_AT_LEAST = 200  # PostgreSQL: batches this large are written with COPY
@@ -163,7 +172,36 @@ def _campaign_values(c: Campaign) -> dict[str, Any]:
     }
 
 
-_CAMPAIGN_READ = [*CAMPAIGNS.c, *(COUNTERS.c[name] for name in _CAMPAIGN_COUNTERS)]
+def _counter_sum(name: str) -> Any:
+    """The sum of a counter column over a campaign's shards (0 when it has none)."""
+    type_: Any = sa.Float() if name == "answered_seconds" else sa.BigInteger()
+    zero: Any = sa.literal_column("0")  # not a parameter: the hot reads bind none for it
+    return sa.cast(sa.func.coalesce(sa.func.sum(COUNTERS.c[name]), zero), type_).label(name)
+
+
+def _totals(campaign_id: Any, postgres: bool) -> tuple[Any, Any]:
+    """What to outer-join for the counters of the campaign ``campaign_id`` names,
+    and on what: on PostgreSQL the sum of its shards (a ``LATERAL`` sub-select:
+    one index range per campaign read); on SQLite its one row (shard 0, the only
+    one SQLite writes)."""
+    if not postgres:
+        return COUNTERS, COUNTERS.c.campaign_id == campaign_id
+    sums = (
+        sa.select(*(_counter_sum(name) for name in _CAMPAIGN_COUNTERS))
+        .where(COUNTERS.c.campaign_id == campaign_id)
+        .lateral("totals")
+    )
+    return sums, sa.true()
+
+
+def _campaign_select(postgres: bool) -> sa.Select[Any]:
+    """Campaign rows with their counters (the columns ``_campaign_from`` reads)."""
+    totals, on = _totals(_C.id, postgres)
+    return sa.select(*CAMPAIGNS.c, *(totals.c[name] for name in _CAMPAIGN_COUNTERS)).select_from(
+        CAMPAIGNS.outerjoin(totals, on)
+    )
+
+
 _CAMPAIGN_CACHE_SIZE = 1_024
 _set_counters = copier(Campaign, "counters")
 
@@ -374,55 +412,42 @@ _C = CAMPAIGNS.c
 _IS_PENDING = _R.status == sa.literal_column("'pending'")
 _NOT_ENDED = _A.status != sa.literal_column("'ended'")
 
-_GET_CAMPAIGN = (
-    sa.select(*_CAMPAIGN_READ)
-    .select_from(CAMPAIGNS.outerjoin(COUNTERS, COUNTERS.c.campaign_id == _C.id))
-    .where(_C.id == _P("id"))
-)
 _CAMPAIGN_EXISTS = sa.select(_C.id).where(_C.id == _P("id"))
-# every dispatch round reads them (literal statuses: the statement has no list parameter)
-_DISPATCHABLE_CAMPAIGNS = (
-    sa.select(*_CAMPAIGN_READ)
-    .select_from(CAMPAIGNS.outerjoin(COUNTERS, COUNTERS.c.campaign_id == _C.id))
-    .where(
-        _C.status.in_([sa.literal_column(f"'{status}'") for status in _DISPATCHABLE]),
-        _C.deleted_at.is_(None),
-    )
-    .order_by(_C.created_at, _C.rank)
-)
+# (the reads of campaigns with their counters differ by dialect: see _Statements)
 _GET_RECIPIENT = sa.select(RECIPIENTS).where(_R.id == _P("id"))
 # An attempt, its recipient, its campaign's version and stored counters, and how
 # many attempts the recipient has, in one round trip (the runners read the attempt,
 # its recipient, campaign and history in turn). The campaign's settings come from
 # the repository's cache while its version is the one read here.
 _HISTORY = ATTEMPTS.alias("history")
-_WITH_RECIPIENT = [
-    *_ATTEMPT_READ,
-    *(column.label(f"r_{column.name}") for column in RECIPIENTS.c),
-    _C.version.label("c_version"),
-    *(COUNTERS.c[name].label(f"n_{name}") for name in _CAMPAIGN_COUNTERS),
-    sa.select(sa.func.count())
-    .where(_HISTORY.c.recipient_id == _A.recipient_id)
-    .scalar_subquery()
-    .label("history"),
-]
+
+
+def _attempt_select(postgres: bool) -> sa.Select[Any]:
+    """Attempt rows with the recipient, campaign version, counters and history count
+    (the columns ``SqlUnitOfWork._hold`` reads, by position)."""
+    totals, on = _totals(_A.campaign_id, postgres)
+    return sa.select(
+        *_ATTEMPT_READ,
+        *(column.label(f"r_{column.name}") for column in RECIPIENTS.c),
+        _C.version.label("c_version"),
+        *(totals.c[name].label(f"n_{name}") for name in _CAMPAIGN_COUNTERS),
+        sa.select(sa.func.count())
+        .where(_HISTORY.c.recipient_id == _A.recipient_id)
+        .scalar_subquery()
+        .label("history"),
+    ).select_from(
+        ATTEMPTS.outerjoin(RECIPIENTS, RECIPIENTS.c.id == _A.recipient_id)
+        .outerjoin(CAMPAIGNS, CAMPAIGNS.c.id == _A.campaign_id)
+        .outerjoin(totals, on)
+    )
+
+
 _ATTEMPT_NAMES = tuple(column.name for column in _ATTEMPT_READ)
 _RECIPIENT_NAMES = tuple(column.name for column in RECIPIENTS.c)
 _AT_RECIPIENT = len(_ATTEMPT_NAMES)  # where the recipient's columns start in such a row
 _AT_VERSION = _AT_RECIPIENT + len(_RECIPIENT_NAMES)
 _AT_COUNTERS = _AT_VERSION + 1
 _AT_HISTORY = _AT_COUNTERS + len(_CAMPAIGN_COUNTERS)
-_ATTEMPT_JOIN = (
-    ATTEMPTS.outerjoin(RECIPIENTS, RECIPIENTS.c.id == _A.recipient_id)
-    .outerjoin(CAMPAIGNS, CAMPAIGNS.c.id == _A.campaign_id)
-    .outerjoin(COUNTERS, COUNTERS.c.campaign_id == _A.campaign_id)
-)
-_GET_ATTEMPT = sa.select(*_WITH_RECIPIENT).select_from(_ATTEMPT_JOIN).where(_A.id == _P("id"))
-_FIND_ATTEMPT = (
-    sa.select(*_WITH_RECIPIENT)
-    .select_from(_ATTEMPT_JOIN)
-    .where(_A.provider == _P("provider"), _A.external_call_id == _P("external"))
-)
 _STORED_ATTEMPT = sa.select(
     _A.status,
     _A.outcome,
@@ -535,10 +560,11 @@ _SUPPRESSED = sa.select(SUPPRESSIONS.c.phone).where(
 _UNSUPPRESS = sa.delete(SUPPRESSIONS).where(
     SUPPRESSIONS.c.workspace_id == _P("ws"), SUPPRESSIONS.c.phone == _P("phone")
 )
-_DURATIONS = sa.select(COUNTERS.c.answered_calls, COUNTERS.c.answered_seconds).where(
+# sums over the campaign's shards: always one row (zeros for a campaign without any)
+_DURATIONS = sa.select(_counter_sum("answered_calls"), _counter_sum("answered_seconds")).where(
     COUNTERS.c.campaign_id == _P("cid")
 )
-_COUNTERS_ROW = sa.select(*(COUNTERS.c[n] for n in _COUNTER_COLUMNS)).where(
+_COUNTERS_ROW = sa.select(*(_counter_sum(n) for n in _COUNTER_COLUMNS)).where(
     COUNTERS.c.campaign_id == _P("cid")
 )
 _RECIPIENT_STATE = sa.select(_R.status, _R.campaign_id).where(_R.id == _P("id"))
@@ -616,26 +642,54 @@ _UPDATE_CAMPAIGN = (
         }
     )
 )
-_COUNTER_MOVES: dict[tuple[str, ...], sa.Update] = {}
+_COUNTER_MOVES: dict[tuple[tuple[str, ...], bool], Any] = {}
 #: counter columns in the order their moves are written, and the whole-number ones
 _COUNTER_ORDER = {name: i for i, name in enumerate((*_COUNTER_COLUMNS, "answered_seconds"))}
 _INTEGRAL = frozenset(_COUNTER_COLUMNS)
 
 
-def _move_counters(deltas: tuple[str, ...]) -> sa.Update:
-    """``UPDATE`` adding the ``d_<column>`` parameters named in ``deltas`` to a
-    campaign's counters (only the columns that move: built once per set)."""
-    statement = _COUNTER_MOVES.get(deltas)
+def _move_counters(deltas: tuple[str, ...], postgres: bool) -> Any:
+    """The statement adding the ``d_<column>`` parameters named in ``deltas`` to a
+    campaign's counters (only the columns that move: built once per set).
+
+    SQLite: ``UPDATE`` of the campaign's one row. PostgreSQL: an upsert into the
+    shard named by the ``shard`` parameter (``INSERT ... ON CONFLICT DO UPDATE``:
+    the shard's row is made by the first move that lands in it).
+    """
+    key = (deltas, postgres)
+    statement = _COUNTER_MOVES.get(key)
     if statement is None:
-        values: dict[str, Any] = {}
-        for delta in deltas:
-            name = delta[2:]
-            type_ = sa.Float() if name == "answered_seconds" else sa.BigInteger()
-            values[name] = COUNTERS.c[name] + _P(delta, type_=type_)
-        statement = sa.update(COUNTERS).where(COUNTERS.c.campaign_id == _P("c_id")).values(values)
+        types = {
+            delta: sa.Float() if delta == "d_answered_seconds" else sa.BigInteger()
+            for delta in deltas
+        }
+        if postgres:
+            insert = pg_dialect.insert(COUNTERS)
+            zero: Any = sa.literal_column("0")
+            statement = insert.values(
+                {
+                    "campaign_id": _P("c_id"),
+                    "shard": _P("shard", type_=sa.Integer()),
+                    **{
+                        name: _P(f"d_{name}", type_=types[f"d_{name}"])
+                        if f"d_{name}" in types
+                        else zero
+                        for name in (*_COUNTER_COLUMNS, "answered_seconds")
+                    },
+                }
+            ).on_conflict_do_update(
+                index_elements=[COUNTERS.c.campaign_id, COUNTERS.c.shard],
+                set_={d[2:]: COUNTERS.c[d[2:]] + insert.excluded[d[2:]] for d in deltas},
+            )
+        else:
+            statement = (
+                sa.update(COUNTERS)
+                .where(COUNTERS.c.campaign_id == _P("c_id"))
+                .values({d[2:]: COUNTERS.c[d[2:]] + _P(d, type_=types[d]) for d in deltas})
+            )
         if len(_COUNTER_MOVES) >= _UPDATE_STATEMENTS_KEPT:
             _COUNTER_MOVES.clear()
-        _COUNTER_MOVES[deltas] = statement
+        _COUNTER_MOVES[key] = statement
     return statement
 
 
@@ -687,14 +741,27 @@ class _Statements:
             index_elements=[WORKERS.c.worker_id],
             set_={"heartbeat_at": beat.excluded.heartbeat_at},
         )
-        self.get_attempt = _GET_ATTEMPT
-        self.find_attempt = _FIND_ATTEMPT
+        # campaigns and attempts read with their counters (summed over the shards on
+        # PostgreSQL)
+        self.campaigns = _campaign_select(postgres)
+        self.get_campaign = self.campaigns.where(_C.id == _P("id"))
+        # every dispatch round reads them (literal statuses: the statement has no list
+        # parameter)
+        self.dispatchable_campaigns = self.campaigns.where(
+            _C.status.in_([sa.literal_column(f"'{status}'") for status in _DISPATCHABLE]),
+            _C.deleted_at.is_(None),
+        ).order_by(_C.created_at, _C.rank)
+        attempts = _attempt_select(postgres)
+        self.get_attempt = attempts.where(_A.id == _P("id"))
+        self.find_attempt = attempts.where(
+            _A.provider == _P("provider"), _A.external_call_id == _P("external")
+        )
         self.stored_attempt = _STORED_ATTEMPT
         self.claim_ready = _READY
         self.claim_waiting = _WAITING_DUE
         if postgres:  # row locks (SQLite's write lock already covers the whole file)
-            self.get_attempt = _GET_ATTEMPT.with_for_update(of=ATTEMPTS)
-            self.find_attempt = _FIND_ATTEMPT.with_for_update(of=ATTEMPTS)
+            self.get_attempt = self.get_attempt.with_for_update(of=ATTEMPTS)
+            self.find_attempt = self.find_attempt.with_for_update(of=ATTEMPTS)
             self.stored_attempt = _STORED_ATTEMPT.with_for_update()
             self.claim_ready = _READY.with_for_update(skip_locked=True)
             self.claim_waiting = _WAITING_DUE.with_for_update(skip_locked=True)
@@ -902,6 +969,38 @@ def _batch_sql(key: tuple[Any, ...], build: Any) -> str:
     return sql
 
 
+#: psycopg's named parameters in compiled SQL text, and the prefix that renames the
+#: attempt's apart from the recipient's when the two writes share a statement
+_NAMED = re.compile(r"%\((\w+)\)s")
+_APART = "att__"
+#: ``psycopg.pq.TransactionStatus.INERROR``: a statement of the transaction failed
+_PG_IN_ERROR: Final = 3
+#: attempt columns whose change no constraint can refuse (a change of ``status`` only
+#: when the attempt leaves flight: the in-flight unique index cannot refuse that)
+_SAFE_ATTEMPT_COLUMNS = frozenset(
+    (
+        "status",
+        "placed_at",
+        "answered_at",
+        "ended_at",
+        "outcome",
+        "duration_seconds",
+        "error",
+        "last_sequence",
+        "worker_id",
+        "claim_token",
+    )
+)
+
+
+def _deferrable(columns: tuple[str, ...], params: Mapping[str, Any]) -> bool:
+    """Whether an attempt write of ``columns`` cannot be refused by the database (so
+    it may be sent later, with the next statement)."""
+    if not _SAFE_ATTEMPT_COLUMNS.issuperset(columns):
+        return False
+    return "status" not in columns or params["status"] == _ENDED
+
+
 def _claims_insert_sql(rows: int, postgres: bool) -> str:
     """``INSERT`` of ``rows`` attempts (``ON CONFLICT DO NOTHING RETURNING id``), the
     parameters in :data:`_CLAIM_ATTEMPT_COLUMNS` order then, on PostgreSQL, the status
@@ -1031,6 +1130,12 @@ class SqlUnitOfWork:
         # recipient id -> its only attempt, when the read that held the attempt counted
         # one attempt for the recipient (``attempts_for`` then needs no query)
         self._histories: dict[str, Attempt] = {}
+        # the counters shard this transaction adds its moves to (PostgreSQL; chosen at
+        # its first counters write)
+        self._shard: int | None = None
+        # PostgreSQL: an attempt UPDATE held back so that the recipient write that follows
+        # it goes in the same statement (see save_attempt); sent before anything else
+        self._deferred: tuple[tuple[str, ...], dict[str, Any]] | None = None
         # SQLAlchemy's transaction on the connection, begun only when a statement goes
         # through SQLAlchemy (the hot statements go to the driver: see _begin)
         self._tx: sa.RootTransaction | None = None
@@ -1045,6 +1150,8 @@ class SqlUnitOfWork:
         """The SQLAlchemy connection, inside SQLAlchemy's view of the transaction."""
         if not self._open:
             raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        if self._deferred is not None:
+            self._send_deferred()
         if self._tx is None:
             self._join()
         return self._conn
@@ -1089,12 +1196,26 @@ class SqlUnitOfWork:
 
     def _commit(self) -> None:
         """Write the counter moves and commit."""
+        if self._deferred is not None:
+            self._send_deferred()
         for statement, params in self._counter_writes():
             self._run(statement, params)
         self._end(commit=True)
 
     def _end(self, commit: bool) -> None:
-        """Commit (or roll back) the transaction, through whichever layer began it."""
+        """Commit (or roll back) the transaction, through whichever layer began it.
+
+        A PostgreSQL transaction in which a statement failed (an error caught on the
+        way, by a savepoint-less ``except``) is rolled back by ``COMMIT`` without a
+        word; committing it raises :class:`~outdial.errors.RepositoryError` instead,
+        so a failed transaction is never taken for a stored one.
+        """
+        self._deferred = None  # sent by _commit; dropped by a rollback
+        if commit and self._pg and self._failed_on_server():  # the caller rolls back
+            raise RepositoryError(
+                "the transaction was rolled back: a statement in it failed earlier "
+                "(nothing of it was stored)"
+            )
         tx = self._tx
         if tx is not None:
             if commit:
@@ -1121,10 +1242,23 @@ class SqlUnitOfWork:
     def _close(self) -> None:
         self._open = False
 
+    def _failed_on_server(self) -> bool:
+        """Whether PostgreSQL has this transaction in its failed state (no round trip)."""
+        dbapi = self._driver_connection()
+        return bool(dbapi.info.transaction_status == _PG_IN_ERROR)
+
+    def _send_deferred(self) -> None:
+        """Send the held-back attempt write on its own (something else comes first)."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            self._run(self._q.update_attempt(deferred[0]), deferred[1])
+
     def _run(self, statement: Any, params: Mapping[str, Any]) -> Any:
         """Execute ``statement`` through the driver (see :class:`_Driver`); the cursor."""
         if not self._open:
             raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        if self._deferred is not None:
+            self._send_deferred()
         compiled = self._driver.compiled(statement)
         args = compiled.bind(params)
         cursor = self._cursor
@@ -1139,6 +1273,8 @@ class SqlUnitOfWork:
         """Send ``sql`` (no parameters) to the driver: savepoints."""
         if not self._open:
             raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        if self._deferred is not None:
+            self._send_deferred()
         cursor = self._cursor
         if cursor is None:
             cursor = self._cursor = self._driver_connection().cursor()
@@ -1182,10 +1318,10 @@ class SqlUnitOfWork:
         for statement, params in self._counter_writes():
             self._run(statement, params)
 
-    def _counter_writes(self) -> list[tuple[sa.Update, dict[str, Any]]]:
+    def _counter_writes(self) -> list[tuple[Any, dict[str, Any]]]:
         """The statements that write the counter moves (the moves are then taken as
         written: the caller sends them, or the transaction fails)."""
-        writes: list[tuple[sa.Update, dict[str, Any]]] = []
+        writes: list[tuple[Any, dict[str, Any]]] = []
         for campaign_id, moves in self._moves.counters.items():
             deltas = sorted(
                 (_COUNTER_ORDER[name], f"d_{name}", int(delta) if name in _INTEGRAL else delta)
@@ -1195,8 +1331,12 @@ class SqlUnitOfWork:
             if not deltas:
                 continue
             params: dict[str, Any] = {name: delta for _, name, delta in deltas}
-            statement = _move_counters(tuple(params))
+            statement = _move_counters(tuple(params), self._pg)
             params["c_id"] = campaign_id
+            if self._pg:  # one shard per transaction (two could deadlock with another's)
+                if self._shard is None:
+                    self._shard = self._repo._counter_shard()
+                params["shard"] = self._shard
             writes.append((statement, params))
             seen = self._seen_campaigns.get(campaign_id)
             if seen is not None:  # the moves are in the stored row now
@@ -1216,7 +1356,7 @@ class SqlUnitOfWork:
         return self._campaign_from(row._mapping)
 
     def _campaign_from(self, m: Mapping[str, Any]) -> Campaign:
-        """The campaign of a ``_CAMPAIGN_READ`` row with its current counters.
+        """The campaign of a ``_campaign_select`` row with its current counters.
 
         Decoding the settings (business hours, retry policy...) costs more than
         the query, so the repository keeps the last decoded value per campaign and
@@ -1304,10 +1444,18 @@ class SqlUnitOfWork:
                 self._seen_campaigns[campaign_id] = (stored, campaign)
                 self._counted[campaign_id] = version
             return campaign
-        rows = self._dicts(_GET_CAMPAIGN, {"id": campaign_id})
+        rows = self._dicts(self._q.get_campaign, {"id": campaign_id})
         if not rows or (workspace_id is not None and rows[0]["workspace_id"] != workspace_id):
             raise NotFound("campaign", campaign_id)
         return self._campaign_from(rows[0])
+
+    def get_campaign_settings(self, campaign_id: str) -> Campaign:
+        """:meth:`get_campaign` without counting again: a campaign this transaction already
+        read (or wrote) comes back as it was (its counters may not include the moves made
+        since); any other is read. ``NotFound`` if it does not exist."""
+        self._check()
+        seen = self._seen_campaigns.get(campaign_id)
+        return seen[1] if seen is not None else self.get_campaign(campaign_id)
 
     def save_campaign(self, campaign: Campaign) -> Campaign:
         """Store ``campaign`` with the stored counters and ``version + 1``; returns it.
@@ -1340,9 +1488,7 @@ class SqlUnitOfWork:
         return saved
 
     def _campaign_query(self) -> sa.Select[Any]:
-        return sa.select(*_CAMPAIGN_READ).select_from(
-            CAMPAIGNS.outerjoin(COUNTERS, COUNTERS.c.campaign_id == _C.id)
-        )
+        return self._q.campaigns
 
     def list_campaigns(
         self,
@@ -1406,7 +1552,7 @@ class SqlUnitOfWork:
     def dispatchable_campaigns(self) -> list[Campaign]:
         """Scheduled, active and paused campaigns that are not deleted, oldest first."""
         self._check()
-        return [self._campaign_from(m) for m in self._dicts(_DISPATCHABLE_CAMPAIGNS, {})]
+        return [self._campaign_from(m) for m in self._dicts(self._q.dispatchable_campaigns, {})]
 
     # -- recipients -----------------------------------------------------------------------------
 
@@ -1579,9 +1725,38 @@ class SqlUnitOfWork:
             r_previous_outcome=old_outcome,
         )
         statement = _recipient_update(columns, old_status in _FINAL)
-        if self._run(statement, params).rowcount != 1:
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            cursor = self._run(statement, params)
+        else:  # the attempt's write and this one, in one statement
+            cursor = self._execute(*self._with_attempt_update(deferred, statement, params))
+        if cursor.rowcount != 1:
             self._refuse_recipient(recipient, previous)
         self._recipient_moved(recipient.id, recipient.campaign_id, params, before)
+
+    def _with_attempt_update(
+        self,
+        deferred: tuple[tuple[str, ...], dict[str, Any]],
+        statement: Any,
+        params: Mapping[str, Any],
+    ) -> tuple[str, dict[str, Any]]:
+        """``WITH a AS (<the attempt's UPDATE>) <the recipient's UPDATE>``, and its
+        parameters (the attempt's renamed apart): PostgreSQL runs a data-modifying
+        ``WITH`` to completion whatever the main statement does, so this is the two
+        writes, and its row count is the recipient's compare-and-set."""
+        columns, attempt_params = deferred
+        first = self._driver.compiled(self._q.update_attempt(columns))
+        second = self._driver.compiled(statement)
+
+        def build() -> str:
+            renamed = _NAMED.sub(lambda m: f"%({_APART}{m.group(1)})s", first.sql)
+            return f"WITH {_APART}a AS ({renamed}) {second.sql}"
+
+        sql = _batch_sql(("attempt+recipient", first.sql, second.sql), build)
+        args: dict[str, Any] = second.bind(params)
+        for name, value in first.bind(attempt_params).items():
+            args[_APART + name] = value
+        return sql, args
 
     def _recipient_moved(
         self,
@@ -1900,10 +2075,13 @@ class SqlUnitOfWork:
             "the caller read it (or it changed since)"
         )
 
-    def _execute(self, sql: str, args: Sequence[Any]) -> Any:
-        """Send ``sql`` with positional ``args`` to the driver; the cursor."""
+    def _execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any]) -> Any:
+        """Send ``sql`` with positional (or, on PostgreSQL, named) ``args`` to the
+        driver; the cursor."""
         if not self._open:
             raise RepositoryError("this unit of work is closed: its transaction block has ended")
+        if self._deferred is not None:
+            self._send_deferred()
         cursor = self._cursor
         if cursor is None:
             cursor = self._cursor = self._driver_connection().cursor()
@@ -1948,7 +2126,7 @@ class SqlUnitOfWork:
         )
 
     def _hold(self, row: list[Any]) -> Attempt:
-        """The attempt of a locked ``_WITH_RECIPIENT`` row, remembered so that saving it
+        """The attempt of a locked ``_attempt_select`` row, remembered so that saving it
         needs no re-read; its recipient, campaign and (when it is the recipient's only
         attempt) history are kept for the reads that follow."""
         held = dict(zip(_ATTEMPT_NAMES, row[:_AT_RECIPIENT], strict=True))
@@ -2024,6 +2202,17 @@ class SqlUnitOfWork:
         params["stamp"] = self._stamp()
         self._histories.pop(attempt.recipient_id, None)
         self._histories.pop(stored.get("recipient_id", attempt.recipient_id), None)
+        if self._pg and _deferrable(columns, params):
+            # No constraint can refuse this write (no unique or foreign key column
+            # changes; the attempt leaves flight or stays as it was), and the row is
+            # locked by this transaction: it is held back to go out with the recipient
+            # write that follows (one statement), or before any other statement.
+            if self._deferred is not None:
+                self._send_deferred()
+            self._deferred = (columns, params)
+            self._attempt_change(stored, params)
+            self._held[attempt.id] = params
+            return
         try:
             self._run(self._q.update_attempt(columns), params)
         except sa.exc.IntegrityError as exc:
@@ -2175,9 +2364,22 @@ class SqlRepository:
         self._campaigns: dict[str, tuple[int, Campaign]] = {}
         self._driver = _Driver(engine.dialect)
         self._kept: sa.Connection | None = None  # SQLite: see _connection
+        # counters shards: each transaction takes the next of a sequence of pseudo-random
+        # shards, different in every process (see COUNTER_SHARDS)
+        self._turns = itertools.count()
+        self._salt = os.getpid()
 
     def __repr__(self) -> str:
         return f"SqlRepository({self.url!r})"
+
+    def _counter_shard(self) -> int:
+        """The counters shard for a new PostgreSQL transaction's moves.
+
+        Any shard is correct (reads add them all up); spreading the transactions
+        over them is what lets concurrent ones commit without waiting for each
+        other on one row. ``next`` on an ``itertools.count`` is atomic under the GIL.
+        """
+        return hash((self._salt, next(self._turns))) % COUNTER_SHARDS
 
     def __enter__(self) -> SqlRepository:
         return self
@@ -2281,6 +2483,7 @@ class SqlRepository:
             yield outer
             outer._flush()
         except BaseException:
+            outer._deferred = None  # made inside the savepoint: undone with it
             try:
                 outer._statement(f"ROLLBACK TO SAVEPOINT {name}")
                 outer._statement(f"RELEASE SAVEPOINT {name}")

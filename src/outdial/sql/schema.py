@@ -7,10 +7,13 @@ application's own tables; Alembic's version table is ``outdial_alembic_version``
   ``draft``); settings that are values (agent, business hours, retry policy,
   prompt variables, CSV headers) are JSON written by :mod:`outdial.serialization`.
 - ``outdial_campaign_counters`` - the campaign's recipient counters (by status,
-  answered, attempts, final recipients by outcome, answered talk time), one row
-  per campaign, moved in the same transaction as the recipients (invariant 8).
-  They live beside the campaign row, not in it, so that editing a campaign and
-  counting its calls never wait for each other.
+  answered, attempts, final recipients by outcome, answered talk time), moved in
+  the same transaction as the recipients (invariant 8). A campaign's counters
+  are the sum of its rows ``(campaign_id, shard)``: a PostgreSQL transaction adds
+  its moves to one shard, so concurrent workers seldom wait for each other's
+  commit on one row (SQLite writes shard 0 only). They live beside the campaign
+  row, not in it, so that editing a campaign and counting its calls never wait
+  for each other.
 - ``outdial_recipients`` - unique ``(campaign_id, phone)``; the due queue is two
   partial indexes on pending recipients: *ready* ones (no due time) in dial order
   ``(campaign_id, priority DESC, seq)`` and *waiting* ones by
@@ -169,6 +172,8 @@ COUNTERS = sa.Table(
     sa.Column("answered_seconds", sa.Float, nullable=False),
     # final recipients by their last outcome
     *(sa.Column(f"outcome_{o.value}", _B, nullable=False) for o in CallOutcome),
+    # a campaign's counters are the sum of its shards (migration 0003)
+    sa.Column("shard", _I, primary_key=True, nullable=False, default=0, server_default="0"),
 )
 
 RECIPIENTS = sa.Table(

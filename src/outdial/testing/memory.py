@@ -5,7 +5,8 @@ Everything lives in Python dicts behind one :class:`threading.RLock`:
 - **Transactions.** ``transaction()`` holds the lock for the whole block, so
   transactions are serialised and the *dispatch lock* of the port is implied
   (``dispatch_lock=True`` asks for nothing more). Nested ``transaction()`` blocks
-  on the same thread act as savepoints. An exception inside a block rolls back
+  on the same thread act as savepoints and share the outer block's unit of work.
+  An exception inside a block rolls back
   every change made in it: each write records an *undo* step in a journal, and
   the steps run in reverse order. Nothing copies the whole state, so a rollback
   costs what the block wrote, not what the store holds. The journal is emptied
@@ -14,15 +15,17 @@ Everything lives in Python dicts behind one :class:`threading.RLock`:
   transaction replaced) would wait for the garbage collector.
 - **Counters** (invariant 8) move in the same write that changes a recipient
   (``add_recipients``, ``save_recipient``, ``skip_pending``) or adds a
-  non-test attempt; ``get_campaign`` always returns the current counters and
+  non-test attempt; ``get_campaign`` always returns the current counters
+  (``get_campaign_settings`` the value last built, whose counters may lag) and
   ``save_campaign`` ignores the caller's copy.
 - **Claims stay cheap.** Per campaign, pending recipients are indexed by two
   heaps: *waiting* ``(due_at, seq)`` entries for recipients with a future
   ``next_attempt_at``, and *ready* integer keys that order ``(-priority, seq)``.
   ``due_recipients`` first moves the waiting entries that fell due to the ready
-  heap, then pops the ready heap. Entries are never removed when a recipient
+  heap, then pops the ready heap. Entries are not searched for when a recipient
   changes (lazy deletion): an entry is checked against the recipient's current
-  state when it reaches the top of a heap, and dropped if it no longer matches.
+  state when it reaches the top of a heap, and dropped if it no longer matches
+  (a claimed recipient's entry, usually the top, is dropped by the claim itself).
   So ``save_recipient`` is ``O(log n)`` and a claim costs
   ``O(limit · log n)`` whatever the campaign's size.
 - **Memory.** A recipient costs its frozen value, a slot in two dicts, a set
@@ -41,11 +44,10 @@ from __future__ import annotations
 import bisect
 import heapq
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -71,7 +73,9 @@ _MINUTE = timedelta(seconds=60)
 #: Ready keys are ``-priority * _SPAN + seq``: integer order is (-priority, seq) order.
 _SPAN = 1 << 40
 
-_Undo = Callable[[], None]
+#: An undo step: a function and its arguments, run as ``step[0](*step[1:])`` (a tuple
+#: costs a third of a ``functools.partial``, and every write records one)
+_Undo = tuple[Any, ...]
 
 
 def _ready_key(priority: int, seq: int) -> int:
@@ -215,6 +219,9 @@ class _Store:
         self.in_flight_campaign: dict[str, int] = {}
         self.in_flight_workspace: dict[str, int] = {}
         self.in_flight_total = 0
+        #: the last value :meth:`InMemoryUnitOfWork.in_flight` returned: handed out again
+        #: while it equals the counts above (checked on every read)
+        self.in_flight_seen = _NO_IN_FLIGHT
         self.suppressions: dict[str, dict[str, tuple[str, datetime]]] = {}
         self.campaign_rank = 0
         #: ids of :meth:`InMemoryUnitOfWork.dispatchable_campaigns`, in order (None: unknown);
@@ -222,30 +229,36 @@ class _Store:
         self.dispatchable: list[str] | None = None
 
 
+class _ClosedStore(_Store):
+    """The store a closed unit of work sees: reading anything from it raises, so every
+    method of a closed unit of work fails before it reads or changes anything (without
+    a check of its own on each call)."""
+
+    def __init__(self) -> None:  # no state at all: every attribute read comes here
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise RepositoryError("this unit of work is closed: its transaction block has ended")
+
+
+_CLOSED = _ClosedStore()
+
+
 class InMemoryUnitOfWork:
     """One transaction on an :class:`InMemoryRepository` (implements ``UnitOfWork``).
 
-    Only valid inside its ``with repository.transaction()`` block; using it
-    afterwards raises :class:`~outdial.errors.RepositoryError`. A method that
-    raises changes nothing.
+    Only valid inside its outermost ``with repository.transaction()`` block (nested
+    blocks are savepoints that share it); using it afterwards raises
+    :class:`~outdial.errors.RepositoryError`. A method that raises changes nothing.
     """
 
-    __slots__ = ("_journal", "_open", "_s")
+    __slots__ = ("_journal", "_s")
 
     def __init__(self, store: _Store, journal: list[_Undo]) -> None:
-        self._s = store
+        self._s = store  # _CLOSED once the transaction block has ended
         self._journal = journal
-        self._open = True
 
     # -- plumbing -------------------------------------------------------------------
-
-    def _close(self) -> None:
-        self._open = False
-
-    def _check(self) -> _Store:
-        if not self._open:
-            raise RepositoryError("this unit of work is closed: its transaction block has ended")
-        return self._s
 
     def _index(self, campaign_id: str) -> _CampaignIndex:
         index = self._s.indexes.get(campaign_id)
@@ -272,11 +285,13 @@ class InMemoryUnitOfWork:
     def add_campaign(self, campaign: Campaign) -> None:
         """Store a new campaign; its counters start at zero. ``RepositoryError`` if the
         id is taken."""
-        s = self._check()
+        s = self._s
         if campaign.id in s.campaigns:
             raise RepositoryError(f"campaign {campaign.id!r} already exists")
         s.campaign_rank += 1
         index = _CampaignIndex(s.campaign_rank)
+        if campaign.counters is not _ZERO_COUNTERS:  # the index's counters: zero
+            campaign = _with_counters(campaign, _ZERO_COUNTERS)
         s.campaigns[campaign.id] = campaign
         s.indexes[campaign.id] = index
         s.dispatchable = None
@@ -286,16 +301,25 @@ class InMemoryUnitOfWork:
             del s.indexes[campaign.id]
             s.dispatchable = None
 
-        self._journal.append(undo)
+        self._journal.append((undo,))
 
     def get_campaign(self, campaign_id: str, workspace_id: str | None = None) -> Campaign:
         """The campaign with current counters (deleted ones too); ``NotFound`` if it does
         not exist or belongs to another workspace than ``workspace_id``."""
-        s = self._s if self._open else self._check()
+        s = self._s
         campaign = s.campaigns.get(campaign_id)
         if campaign is None or (workspace_id is not None and campaign.workspace_id != workspace_id):
             raise NotFound("campaign", campaign_id)
         return self._view(campaign_id)
+
+    def get_campaign_settings(self, campaign_id: str) -> Campaign:
+        """The stored campaign as last read or saved: status and settings current, counters
+        those of that read (no new value is built when only the counters moved).
+        ``NotFound`` if it does not exist."""
+        campaign = self._s.campaigns.get(campaign_id)
+        if campaign is None:
+            raise NotFound("campaign", campaign_id)
+        return campaign
 
     def save_campaign(self, campaign: Campaign) -> Campaign:
         """Store ``campaign`` with the stored counters and ``version + 1``; returns it.
@@ -304,7 +328,7 @@ class InMemoryUnitOfWork:
         (somebody saved it since it was read); ``NotFound`` if it does not exist
         in the campaign's workspace.
         """
-        s = self._check()
+        s = self._s
         stored = s.campaigns.get(campaign.id)
         if stored is None or stored.workspace_id != campaign.workspace_id:
             raise NotFound("campaign", campaign.id)
@@ -323,7 +347,7 @@ class InMemoryUnitOfWork:
             s.campaigns[campaign.id] = stored
             s.dispatchable = None
 
-        self._journal.append(undo)
+        self._journal.append((undo,))
         return saved
 
     def list_campaigns(
@@ -338,7 +362,7 @@ class InMemoryUnitOfWork:
     ) -> Page:
         """A page of the workspace's campaigns, newest first; ``search`` matches the name
         case-insensitively; deleted campaigns only with ``include_deleted``."""
-        s = self._check()
+        s = self._s
         start, limit = page_bounds(page, page_size)
         stop = start + limit
         wanted = frozenset(statuses)
@@ -360,7 +384,7 @@ class InMemoryUnitOfWork:
     ) -> Campaign | None:
         """The newest untitled draft (name ``""`` or ``"Untitled Campaign"``) that
         ``created_by`` created at or after ``since``, not deleted; None if none."""
-        s = self._check()
+        s = self._s
         since = _utc(since, "since")
         best: Campaign | None = None
         best_key: tuple[datetime, int] | None = None
@@ -380,7 +404,7 @@ class InMemoryUnitOfWork:
 
     def dispatchable_campaigns(self) -> list[Campaign]:
         """Scheduled, active and paused campaigns that are not deleted, oldest first."""
-        s = self._s if self._open else self._check()
+        s = self._s
         ids = s.dispatchable
         if ids is None:
             found = [
@@ -390,8 +414,7 @@ class InMemoryUnitOfWork:
             ]
             found.sort(key=lambda c: (_utc(c.created_at, ""), s.indexes[c.id].rank))
             ids = s.dispatchable = [c.id for c in found]
-        view = self._view
-        return [view(i) for i in ids]
+        return list(map(self._view, ids))
 
     # -- recipients -----------------------------------------------------------------
 
@@ -403,7 +426,7 @@ class InMemoryUnitOfWork:
         ``NotFound`` for an unknown campaign, ``RepositoryError`` for an id that
         is taken; either way nothing is inserted.
         """
-        s = self._check()
+        s = self._s
         ids: set[str] = set()
         for r in recipients:
             self._index(r.campaign_id)
@@ -454,12 +477,12 @@ class InMemoryUnitOfWork:
             index.restore(old_counts)
             index.outcomes = old_outcomes
 
-        self._journal.append(undo)
+        self._journal.append((undo,))
         return added
 
     def get_recipient(self, recipient_id: str) -> Recipient:
         """The stored recipient; ``NotFound("recipient", id)`` if there is none."""
-        s = self._s if self._open else self._check()
+        s = self._s
         rec = s.recipients.get(recipient_id)
         if rec is None:
             raise NotFound("recipient", recipient_id)
@@ -473,7 +496,7 @@ class InMemoryUnitOfWork:
         status is not ``previous.status`` (the caller's view is stale), if it
         changes campaign, or if its new phone is already in the campaign.
         """
-        s = self._s if self._open else self._check()
+        s = self._s
         stored = s.recipients.get(recipient.id)
         if stored is None:
             raise NotFound("recipient", recipient.id)
@@ -502,16 +525,19 @@ class InMemoryUnitOfWork:
         if phone_changed:
             index.phones.discard(stored.phone)
             index.phones.add(new.phone)
-        # _answered(new) - _answered(stored), inline
-        answered_delta = (new_status is _COMPLETED and new.outcome is _ANSWERED_OUTCOME) - (
-            old_status is _COMPLETED and stored.outcome is _ANSWERED_OUTCOME
-        )
+        answered_delta = 0
+        if old_status is _COMPLETED or new_status is _COMPLETED:
+            # _answered(new) - _answered(stored), inline
+            answered_delta = (new_status is _COMPLETED and new.outcome is _ANSWERED_OUTCOME) - (
+                old_status is _COMPLETED and stored.outcome is _ANSWERED_OUTCOME
+            )
         if old_status is not new_status or answered_delta:
             # index.move(old_status, new_status, answered_delta), inline
             counts = index.counts
             counts[_SLOT[old_status]] -= 1
             counts[_SLOT[new_status]] += 1
-            counts[_ANSWERED] += answered_delta
+            if answered_delta:
+                counts[_ANSWERED] += answered_delta
             index._frozen = None
         old_outcomes = None
         if old_status in _FINAL or new_status in _FINAL:
@@ -520,16 +546,25 @@ class InMemoryUnitOfWork:
             if old_outcome is not new_outcome:
                 old_outcomes = dict(index.outcomes)
                 self._move_outcome(index, old_outcome, new_outcome)
-        if new_status is _PENDING and not (
-            old_status is _PENDING and new.priority == stored.priority and due == _due_utc(stored)
-        ):
-            # _push(index, new), inline
-            if due is None:
-                heapq.heappush(index.ready, _ready_key(new.priority, new.seq))
-            else:
-                heapq.heappush(index.waiting, (due, new.seq))
+        if new_status is _PENDING:
+            if not (
+                old_status is _PENDING
+                and new.priority == stored.priority
+                and due == _due_utc(stored)
+            ):
+                # _push(index, new), inline
+                if due is None:
+                    heapq.heappush(index.ready, _ready_key(new.priority, new.seq))
+                else:
+                    heapq.heappush(index.waiting, (due, new.seq))
+        elif old_status is _PENDING:
+            # Claimed (or skipped): its entry is usually the ready heap's top, as
+            # ``due_recipients`` just returned it; drop it now rather than at the next look.
+            ready = index.ready
+            if ready and ready[0] == -stored.priority * _SPAN + stored.seq:  # its _ready_key
+                heapq.heappop(ready)
         self._journal.append(
-            partial(_UoW._unsave_recipient, self, index, stored, new, answered_delta, old_outcomes)
+            (_UoW._unsave_recipient, self, index, stored, new, answered_delta, old_outcomes)
         )
 
     def _unsave_recipient(
@@ -573,7 +608,7 @@ class InMemoryUnitOfWork:
     ) -> Page:
         """A page of the campaign's recipients in ``seq`` order; ``search`` matches
         phone, first name, last name or email case-insensitively."""
-        s = self._check()
+        s = self._s
         start, limit = page_bounds(page, page_size)
         stop = start + limit
         index = s.indexes.get(campaign_id)
@@ -634,7 +669,7 @@ class InMemoryUnitOfWork:
     def due_recipients(self, campaign_id: str, now: datetime, limit: int) -> list[Recipient]:
         """Up to ``limit`` pending recipients due at ``now`` (``next_attempt_at`` None or
         <= now), highest priority first, then insertion order. Claims nothing."""
-        s = self._s if self._open else self._check()
+        s = self._s
         if now.tzinfo is not UTC:
             now = _utc(now, "now")
         index = s.indexes.get(campaign_id)
@@ -646,16 +681,26 @@ class InMemoryUnitOfWork:
         elif now > index.watermark:
             index.watermark = now
         ready = index.ready
-        pop, pending_at = heapq.heappop, self._pending_at
+        pop = heapq.heappop
+        recipients, order = s.recipients, index.order
+        size = len(order)
         taken: list[int] = []
         found: list[Recipient] = []
-        while ready and len(found) < limit:
+        last = None
+        while ready:
             key = pop(ready)
-            if taken and taken[-1] == key:
+            if key == last:
                 continue  # a duplicate entry of the recipient just taken
             negative_priority, seq = divmod(key, _SPAN)
-            rec = pending_at(index, seq)
-            if rec is None or rec.priority != -negative_priority:
+            # the pending recipient at ``seq`` (``_pending_at``, inline: entries are
+            # never removed, so each is checked against the recipient's current state)
+            rec = recipients.get(order[seq - 1]) if 0 < seq <= size else None
+            if (
+                rec is None
+                or rec.status is not _PENDING
+                or rec.seq != seq
+                or rec.priority != -negative_priority
+            ):
                 continue  # stale entry
             due = rec.next_attempt_at
             if due is not None:
@@ -667,13 +712,16 @@ class InMemoryUnitOfWork:
                     continue
             taken.append(key)
             found.append(rec)
+            if len(found) == limit:
+                break
+            last = key
         for key in taken:
             heapq.heappush(ready, key)
         return found
 
     def next_due_at(self, campaign_id: str, now: datetime) -> datetime | None:
         """The earliest ``next_attempt_at`` later than ``now`` among pending recipients."""
-        s = self._s if self._open else self._check()
+        s = self._s
         if now.tzinfo is not UTC:
             now = _utc(now, "now")
         index = s.indexes.get(campaign_id)
@@ -701,7 +749,7 @@ class InMemoryUnitOfWork:
     def skip_pending(self, campaign_id: str, reason: str, now: datetime) -> int:
         """Every pending recipient becomes skipped (``error = reason``, ``updated_at =
         now``); counters move. Returns how many. ``NotFound`` for an unknown campaign."""
-        s = self._check()
+        s = self._s
         _utc(now, "now")
         index = self._index(campaign_id)
         recs = s.recipients
@@ -728,12 +776,12 @@ class InMemoryUnitOfWork:
             index.restore(old_counts)
             index.outcomes = old_outcomes
 
-        self._journal.append(undo)
+        self._journal.append((undo,))
         return len(skipped)
 
     def outcome_counts(self, campaign_id: str) -> Mapping[CallOutcome, int]:
         """Final recipients by their last outcome (recipients without one are left out)."""
-        s = self._check()
+        s = self._s
         index = s.indexes.get(campaign_id)
         if index is None:
             return MappingProxyType({})
@@ -741,7 +789,7 @@ class InMemoryUnitOfWork:
 
     def duration_totals(self, campaign_id: str) -> tuple[int, float]:
         """(ended, answered, non-test attempts with a duration; their total seconds)."""
-        s = self._check()
+        s = self._s
         index = s.indexes.get(campaign_id)
         return (0, 0.0) if index is None else index.durations
 
@@ -855,7 +903,9 @@ class InMemoryUnitOfWork:
         if not new.test_call:  # one of the two versions is ended
             index = s.indexes.get(new.campaign_id)
             if index is not None:
-                old_duration, new_duration = _answered_duration(old), _answered_duration(new)
+                # (a version in flight has no duration to count)
+                old_duration = None if was else _answered_duration(old)
+                new_duration = None if now else _answered_duration(new)
                 if old_duration is not None:
                     count, total = index.durations
                     index.durations = (count - 1, total - old_duration) if count > 1 else (0, 0.0)
@@ -878,7 +928,7 @@ class InMemoryUnitOfWork:
         ``RepositoryError`` if the id (or the provider's call id) is taken;
         ``NotFound`` if a non-test attempt's campaign does not exist.
         """
-        s = self._s if self._open else self._check()
+        s = self._s
         if attempt.created_at.tzinfo is not UTC:
             _utc(attempt.created_at, "attempt.created_at")
         if attempt.id in s.attempts:
@@ -888,7 +938,7 @@ class InMemoryUnitOfWork:
         if attempt.external_call_id is not None:
             self._check_external(attempt)
         self._attach(attempt)
-        self._journal.append(partial(_UoW._detach, self, attempt))
+        self._journal.append((_UoW._detach, self, attempt))
 
     def add_claims(self, claims: Sequence[tuple[Attempt, Recipient, Recipient]]) -> None:
         """``add_attempt(attempt); save_recipient(recipient, previous)`` for each claim, in
@@ -900,16 +950,15 @@ class InMemoryUnitOfWork:
                 self.add_attempt(attempt)
                 self.save_recipient(recipient, previous)
         except BaseException:
-            while len(journal) > mark:
-                journal.pop()()
+            _undo_to(journal, mark)
             raise
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
-        return (self._s if self._open else self._check()).attempts.get(attempt_id)
+        return self._s.attempts.get(attempt_id)
 
     def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
         """The attempt the provider knows as ``external_call_id``; None if none."""
-        s = self._check()
+        s = self._s
         attempt_id = s.by_external.get((provider, external_call_id))
         return None if attempt_id is None else s.attempts[attempt_id]
 
@@ -921,12 +970,29 @@ class InMemoryUnitOfWork:
         is the owner writing; a greater one takes the attempt over, after which
         writes with the old token are refused. ``NotFound`` if it does not exist.
         """
-        s = self._s if self._open else self._check()
+        s = self._s
         stored = s.attempts.get(attempt.id)
         if stored is None:
             raise NotFound("attempt", attempt.id)
         if stored.claim_token > attempt.claim_token:
             raise StaleClaim(attempt.id, attempt.claim_token)
+        if (
+            attempt.campaign_id == stored.campaign_id
+            and attempt.recipient_id == stored.recipient_id
+            and attempt.workspace_id == stored.workspace_id
+            and attempt.test_call == stored.test_call
+            and attempt.created_at == stored.created_at  # (a naive one is never equal)
+        ):
+            # Every usual update: its campaign exists and its start was checked when the
+            # stored version was, and a call id the stored version has is its own.
+            external = attempt.external_call_id
+            if external is not None and (
+                external is not stored.external_call_id or attempt.provider is not stored.provider
+            ):
+                self._check_external(attempt)
+            self._swap(stored, attempt)
+            self._journal.append((_UoW._swap, self, attempt, stored))
+            return
         created_at = attempt.created_at
         if created_at.tzinfo is not UTC:
             _utc(created_at, "attempt.created_at")
@@ -934,29 +1000,19 @@ class InMemoryUnitOfWork:
             raise NotFound("campaign", attempt.campaign_id)
         if attempt.external_call_id is not None:
             self._check_external(attempt)
-        if (
-            attempt.campaign_id == stored.campaign_id
-            and attempt.recipient_id == stored.recipient_id
-            and attempt.workspace_id == stored.workspace_id
-            and attempt.test_call == stored.test_call
-            and attempt.created_at == stored.created_at
-        ):
-            self._swap(stored, attempt)
-            self._journal.append(partial(_UoW._swap, self, attempt, stored))
-        else:
-            self._detach(stored)
-            self._attach(attempt)
+        self._detach(stored)
+        self._attach(attempt)
 
-            def undo() -> None:
-                self._detach(attempt)
-                self._attach(stored)
+        def undo() -> None:
+            self._detach(attempt)
+            self._attach(stored)
 
-            self._journal.append(undo)
+        self._journal.append((undo,))
 
     def attempts_for(self, recipient_id: str) -> list[Attempt]:
         """The recipient's attempts by number (then creation)."""
-        s = self._s if self._open else self._check()
-        found = [s.attempts[i] for i in s.attempts_by_recipient.get(recipient_id, ())]
+        s = self._s
+        found = list(map(s.attempts.__getitem__, s.attempts_by_recipient.get(recipient_id, ())))
         if len(found) > 1 and not _in_order(found):
             found.sort(key=lambda a: (a.number, _utc(a.created_at, "")))
         return found
@@ -966,7 +1022,7 @@ class InMemoryUnitOfWork:
     ) -> Mapping[str, list[datetime]]:
         """For every id asked, the sorted ``created_at`` (>= since) of its non-test
         attempts (an empty list when it has none)."""
-        s = self._s if self._open else self._check()
+        s = self._s
         since = _utc(since, "since")
         starts: dict[str, list[datetime]] = {}
         for rid in recipient_ids:
@@ -981,20 +1037,28 @@ class InMemoryUnitOfWork:
     def in_flight(self) -> InFlightCounts:
         """Attempts not ended: by campaign (test calls excluded), by workspace and in
         total (test calls included: they use the provider's capacity)."""
-        s = self._s if self._open else self._check()
+        s = self._s
+        seen = s.in_flight_seen
+        if (
+            seen.total == s.in_flight_total
+            and seen.by_campaign == s.in_flight_campaign
+            and seen.by_workspace == s.in_flight_workspace
+        ):
+            return seen  # a call ended and the next one started since: the same counts
         # The dicts never hold a zero (``_decrement`` drops the key), and the copier skips
         # the converter that would copy them a second time.
-        return _in_flight_counts(
+        seen = s.in_flight_seen = _in_flight_counts(
             _NO_IN_FLIGHT,
             MappingProxyType(dict(s.in_flight_campaign)),
             MappingProxyType(dict(s.in_flight_workspace)),
             s.in_flight_total,
         )
+        return seen
 
     def dial_stats(self, campaign_id: str, now: datetime, day_start: datetime) -> DialStats:
         """Non-test attempt starts of the campaign: those in ``(now - 60 s, now]``, the
         latest one at or before ``now`` and how many in ``[day_start, now]``."""
-        s = self._s if self._open else self._check()
+        s = self._s
         now = _utc(now, "now")
         day_start = _utc(day_start, "day_start")
         index = s.indexes.get(campaign_id)
@@ -1013,7 +1077,7 @@ class InMemoryUnitOfWork:
     def unfinished_attempts(self, *, started_before: datetime) -> list[Attempt]:
         """Attempts not ended (test calls too) created before ``started_before``, oldest
         first."""
-        s = self._check()
+        s = self._s
         started_before = _utc(started_before, "started_before")
         found = [
             a
@@ -1028,7 +1092,7 @@ class InMemoryUnitOfWork:
     def suppress(self, workspace_id: str, phone: str, reason: str, now: datetime) -> None:
         """Put ``phone`` on the workspace's do-not-call list (a second time changes
         nothing: the first reason and time are kept)."""
-        s = self._check()
+        s = self._s
         _utc(now, "now")
         listed = s.suppressions.setdefault(workspace_id, {})
         if phone in listed:
@@ -1038,11 +1102,11 @@ class InMemoryUnitOfWork:
         def undo() -> None:
             del listed[phone]
 
-        self._journal.append(undo)
+        self._journal.append((undo,))
 
     def unsuppress(self, workspace_id: str, phone: str) -> None:
         """Take ``phone`` off the workspace's list (nothing happens if it is not on it)."""
-        s = self._check()
+        s = self._s
         listed = s.suppressions.get(workspace_id)
         if listed is None or phone not in listed:
             return
@@ -1051,11 +1115,11 @@ class InMemoryUnitOfWork:
         def undo() -> None:
             listed[phone] = entry
 
-        self._journal.append(undo)
+        self._journal.append((undo,))
 
     def suppressed(self, workspace_id: str, phones: Iterable[str]) -> set[str]:
         """The ``phones`` that are on the workspace's do-not-call list."""
-        s = self._s if self._open else self._check()
+        s = self._s
         listed = s.suppressions.get(workspace_id)
         if not listed:
             return set()
@@ -1080,8 +1144,15 @@ def _in_order(attempts: list[Attempt]) -> bool:
     return True
 
 
-#: undo steps are ``partial(_UoW.method, uow, ...)``: one object each (no bound method)
+#: undo steps are ``(_UoW.method, uow, ...)``: one tuple each (no bound method)
 _UoW = InMemoryUnitOfWork
+
+
+def _undo_to(journal: list[_Undo], mark: int) -> None:
+    """Run the undo steps recorded after the first ``mark`` ones, newest first."""
+    while len(journal) > mark:
+        undo, *args = journal.pop()
+        undo(*args)
 
 
 def _decrement(counts: dict[str, int], key: str) -> None:
@@ -1116,23 +1187,25 @@ class InMemoryRepository:
     def __init__(self) -> None:
         self._store = _Store()
         self._lock = threading.RLock()
-        self._journal: list[_Undo] | None = None
+        self._uow: InMemoryUnitOfWork | None = None  # the open outermost block's
 
     def transaction(self, *, dispatch_lock: bool = False) -> _Transaction:
         """Open a unit of work; commit when the block exits, roll back on an exception.
 
         ``dispatch_lock`` is accepted for the port's sake: every in-memory
         transaction already holds the repository's only lock. A nested block on
-        the same thread is a savepoint: its exception undoes only its own changes.
+        the same thread is a savepoint of the outer block: it gives the outer
+        block's unit of work (as the SQL adapter does), and its exception undoes
+        only the changes made inside it.
         """
         return _Transaction(self)
 
 
 class _Transaction:
     """The context manager :meth:`InMemoryRepository.transaction` returns (a class, not a
-    generator: it is entered three times per call attempt)."""
+    generator: it is entered twice per call attempt, once for a savepoint)."""
 
-    __slots__ = ("_journal", "_mark", "_outer", "_repo", "_uow")
+    __slots__ = ("_mark", "_repo", "_uow")
 
     def __init__(self, repo: InMemoryRepository) -> None:
         self._repo = repo
@@ -1140,13 +1213,13 @@ class _Transaction:
     def __enter__(self) -> InMemoryUnitOfWork:
         repo = self._repo
         repo._lock.acquire()
-        journal = repo._journal
-        self._outer = journal is None
-        if journal is None:
-            journal = repo._journal = []
-        self._journal = journal
-        self._mark = len(journal)
-        uow = self._uow = InMemoryUnitOfWork(repo._store, journal)
+        uow = repo._uow
+        if uow is None:  # the outermost block (the lock is this thread's alone)
+            uow = repo._uow = InMemoryUnitOfWork(repo._store, [])
+            self._mark = -1
+        else:  # a savepoint: undo down to this mark on an exception
+            self._mark = len(uow._journal)
+        self._uow = uow
         return uow
 
     def __exit__(
@@ -1155,20 +1228,21 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        repo = self._repo
+        uow = self._uow
+        outer = self._mark < 0
         try:
             if exc_type is not None:
-                journal, mark = self._journal, self._mark
-                while len(journal) > mark:
-                    journal.pop()()
+                journal = uow._journal
+                mark = 0 if outer else self._mark
+                _undo_to(journal, mark)
         finally:
-            self._uow._close()
-            if self._outer:
-                repo._journal = None
+            if outer:
+                uow._s = _CLOSED
+                self._repo._uow = None
                 # the undo steps refer to the unit of work, which refers to the journal:
                 # empty it so all of them are freed now, not by a later garbage collection
-                self._journal.clear()
-            repo._lock.release()
+                uow._journal.clear()
+            self._repo._lock.release()
 
 
 if TYPE_CHECKING:
