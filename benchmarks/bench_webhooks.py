@@ -215,8 +215,8 @@ def _statements(engine: Any, apply: Callable[[], object]) -> list[tuple[str, Any
         begin(uow)
 
     sa.event.listen(engine, "before_cursor_execute", record)
-    SqlUnitOfWork._run = run_recorded  # type: ignore[method-assign]
-    SqlUnitOfWork._begin = begin_recorded  # type: ignore[method-assign]
+    SqlUnitOfWork._run = run_recorded  # type: ignore[method-assign,assignment]
+    SqlUnitOfWork._begin = begin_recorded  # type: ignore[method-assign,assignment]
     try:
         apply()
     finally:

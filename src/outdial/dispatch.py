@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from outdial._attrs import copier, replace
+from outdial._attrs import copier, maker, replace
 from outdial.campaign import AgentSettings, Campaign, CampaignAction, CampaignStatus
 from outdial.engine import (
     CampaignSnapshot,
@@ -51,22 +51,29 @@ from outdial.ports import (
     Repository,
     UnitOfWork,
 )
-from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus, check_move
+from outdial.recipient import (
+    RECIPIENT_TRANSITIONS,
+    Attempt,
+    AttemptStatus,
+    Recipient,
+    RecipientStatus,
+    check_move,
+)
 from outdial.retry import RandomSource
 from outdial.templates import render
 
 __all__ = ["Claim", "DialerCore", "EventResult", "Placement", "build_dial_request"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# uuid4 bits: the version nibble (4) and the RFC 4122 variant
-_UUID4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_BITS = (4 << 76) | (0x8000 << 48)
 
 
 def _uuid4_hex() -> str:
     """``uuid.uuid4().hex`` (the same 122 random bits from ``os.urandom``), without
-    building a ``UUID`` object."""
-    return f"{int.from_bytes(os.urandom(16), 'big') & _UUID4_MASK | _UUID4_BITS:032x}"
+    building a ``UUID`` object or a 128-bit integer."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 _NO_STATS = DialStats()
@@ -122,6 +129,7 @@ _queued_recipient = copier(
     Recipient, "status", "attempts", "last_attempt_at", "next_attempt_at", "updated_at"
 )
 _QUEUED = RecipientStatus.QUEUED
+_ENDED = AttemptStatus.ENDED
 
 
 @attrs.frozen
@@ -132,6 +140,9 @@ class Claim:
     request: DialRequest
     provider: str | None
 
+
+# one per dial (see outdial._attrs.maker): every field given
+_new_claim = maker(Claim, "attempt", "request", "provider")
 
 #: A call a provider accepted: when, for which claim, and the provider's answer.
 Placement = tuple[datetime, Claim, PlacedCall]
@@ -174,10 +185,9 @@ def build_dial_request(campaign: Campaign, recipient: Recipient, attempt: Attemp
     )
 
 
-def _event_result(attempt: Attempt, decision: ResultDecision) -> EventResult:
-    status = decision.recipient.status if decision.recipient is not None else None
-    freed = decision.attempt is not None and decision.attempt.status is AttemptStatus.ENDED
-    return EventResult(decision.effect, attempt.id, status, decision.reason, freed)
+#: ``EventResult(effect, attempt_id, recipient_status, reason, freed)``, one per event,
+#: without ``__init__``'s per-field writes (see outdial._attrs.maker)
+_event_result = maker(EventResult, "effect", "attempt_id", "recipient_status", "reason", "freed")
 
 
 class DialerCore:
@@ -304,11 +314,12 @@ class DialerCore:
                 campaign.agent.provider,
                 self.worker_id,
             )
-            check_move(r, _QUEUED)
+            if (r.status, _QUEUED) not in RECIPIENT_TRANSITIONS:
+                check_move(r, _QUEUED)  # raises InvalidTransition
             queued = _queued_recipient(r, _QUEUED, dial.attempt_number, now, None, now)
             stored.append((attempt, queued, r))
             claims.append(
-                Claim(attempt, build_dial_request(campaign, queued, attempt), attempt.provider)
+                _new_claim(attempt, build_dial_request(campaign, queued, attempt), attempt.provider)
             )
         if stored:
             uow.add_claims(stored)  # the round's attempts and queued recipients at once
@@ -442,10 +453,30 @@ class DialerCore:
     def _apply(
         self, uow: UnitOfWork, now: datetime, event: CallEvent, out: list[DomainEvent]
     ) -> EventResult:
-        attempt = self._find_attempt(uow, event)
+        """Apply ``event`` inside ``uow``: find its attempt, decide with the engine, store."""
+        attempt = uow.get_attempt(event.attempt_id) if event.attempt_id else None
+        if attempt is None and event.external_call_id:
+            attempt = uow.find_attempt(event.provider, event.external_call_id)
         if attempt is None:
             return EventResult(None, reason="no attempt matches this call")
-        return _event_result(attempt, self._decide_event(uow, now, attempt, event, out))
+        campaign = uow.get_campaign_settings(attempt.campaign_id)
+        recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
+        engine = self.engine
+        history: Sequence[Attempt] = (
+            uow.attempts_for(attempt.recipient_id)
+            if recipient is not None and engine.needs_history(campaign, event)
+            else ()
+        )
+        decision = engine.on_event(now, campaign, attempt, recipient, event, history, self.rng)
+        self._store(uow, decision, recipient, now, out)
+        new_recipient, new_attempt = decision.recipient, decision.attempt
+        return _event_result(
+            decision.effect,
+            attempt.id,
+            None if new_recipient is None else new_recipient.status,
+            decision.reason,
+            new_attempt is not None and new_attempt.status is _ENDED,
+        )
 
     def apply_events(
         self, now: datetime, events: Sequence[CallEvent]
@@ -528,23 +559,6 @@ class DialerCore:
             raise error
         return result, dispatched
 
-    def _decide_event(
-        self,
-        uow: UnitOfWork,
-        now: datetime,
-        attempt: Attempt,
-        event: CallEvent,
-        out: list[DomainEvent],
-    ) -> ResultDecision:
-        campaign = uow.get_campaign_settings(attempt.campaign_id)
-        recipient = None if attempt.test_call else uow.get_recipient(attempt.recipient_id)
-        history: Sequence[Attempt] = (
-            uow.attempts_for(attempt.recipient_id) if recipient is not None and event.final else ()
-        )
-        decision = self.engine.on_event(now, campaign, attempt, recipient, event, history, self.rng)
-        self._store(uow, decision, recipient, now, out)
-        return decision
-
     def unfinished(self, now: datetime, *, own_only: bool = False) -> list[Attempt]:
         """Attempts to reconcile now: old enough (or this worker's own after a restart)."""
         with self.repository.transaction() as uow:
@@ -585,12 +599,6 @@ class DialerCore:
 
     # -- storage ------------------------------------------------
 
-    def _find_attempt(self, uow: UnitOfWork, event: CallEvent) -> Attempt | None:
-        attempt = uow.get_attempt(event.attempt_id) if event.attempt_id else None
-        if attempt is None and event.external_call_id:
-            attempt = uow.find_attempt(event.provider, event.external_call_id)
-        return attempt
-
     def _store(
         self,
         uow: UnitOfWork,
@@ -599,11 +607,11 @@ class DialerCore:
         now: datetime,
         out: list[DomainEvent],
     ) -> None:
-        attempt = decision.attempt
+        attempt, new_recipient = decision.attempt, decision.recipient
         if attempt is not None:
             uow.save_attempt(attempt)  # StaleClaim if a newer claim owns it: nothing is stored
-        if decision.recipient is not None and recipient is not None:
-            uow.save_recipient(decision.recipient, recipient)
+        if new_recipient is not None and recipient is not None:
+            uow.save_recipient(new_recipient, recipient)
         if decision.suppress_phone is not None and attempt is not None:
             uow.suppress(attempt.workspace_id, decision.suppress_phone, "opted out", now)
         if self.events is not None:

@@ -209,6 +209,12 @@ class EventSource(Protocol):
 
     Runners with a virtual clock ask ``next_event_at`` to know how far to
     advance, and collect due events with ``due_events(now)``.
+
+    ``next_event_at()`` is the earliest instant at which ``due_events`` returns
+    something (``None``: nothing pending), and the virtual-time runner relies on
+    it: it asks for events only once that instant has come. A source that
+    announces an instant too early costs one empty ask; one that holds events
+    earlier than it announces has them delivered at the announced instant.
     """
 
     def next_event_at(self) -> datetime | None: ...

@@ -41,6 +41,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from outdial._attrs import maker
 from outdial._time import UTC, local_midnight, require_aware, to_utc
 from outdial.errors import ConfigurationError, InvalidRetryPolicy, UnknownTimeZone
 from outdial.outcomes import DEFAULT_RETRYABLE_OUTCOMES, CallOutcome
@@ -481,6 +482,13 @@ class Final:
 
 RetryDecision: TypeAlias = RetryAt | Final
 
+# built on every decision (see outdial._attrs.maker: no validator runs, so only for an
+# ``at`` known to be aware, as :meth:`RetryPolicy.decide`'s UTC instants are)
+_retry_at = maker(RetryAt, "at", "delay", "reason")
+_final = maker(Final, "status", "outcome", "reason")
+_COMPLETED = RecipientStatus.COMPLETED
+_FAILED = RecipientStatus.FAILED
+
 
 # -- the policy ----------------------------------------------------------------------------
 
@@ -600,7 +608,7 @@ class RetryPolicy:
         """
         if type(outcome) is not CallOutcome:
             outcome = _to_outcome(outcome, "outcome")
-        name = outcome.value
+        name: str = outcome._value_  # outcome.value without the enum property's call
         # instants already in UTC (the usual case) are kept as they are: to_utc would
         # return them unchanged
         ended = ended_at if ended_at.tzinfo is UTC else to_utc(ended_at, "ended_at")
@@ -609,36 +617,51 @@ class RetryPolicy:
                 "attempts", list(attempts), "must include the attempt that just ended"
             )
         starts = [s if s.tzinfo is UTC else to_utc(s, "attempts") for s in attempts]
-        final_status = RecipientStatus.COMPLETED if outcome.connected else RecipientStatus.FAILED
+        connected = outcome.connected
+        final_status = _COMPLETED if connected else _FAILED
 
         if outcome not in self.retry_on:
-            if outcome.connected:
-                return Final(final_status, outcome, f"{name}: call connected, not retried")
-            return Final(final_status, outcome, f"{name} is not retried")
+            if connected:
+                return _final(final_status, outcome, f"{name}: call connected, not retried")
+            return _final(final_status, outcome, f"{name} is not retried")
         if retryable is False:
-            return Final(final_status, outcome, f"{name}: provider says not retryable")
+            return _final(final_status, outcome, f"{name}: provider says not retryable")
         count = len(starts)
-        if count >= self.max_attempts:
-            last = f"last outcome {name}" + (", connected" if outcome.connected else "")
-            return Final(
-                final_status, outcome, f"max attempts {self.max_attempts} reached ({last})"
-            )
+        max_attempts = self.max_attempts
+        if count >= max_attempts:
+            last = f"last outcome {name}" + (", connected" if connected else "")
+            return _final(final_status, outcome, f"max attempts {max_attempts} reached ({last})")
 
         retry_number = count
         backoff = self.outcome_backoff.get(outcome, self.backoff)
         delay = max(_ZERO, backoff.delay(retry_number, previous_delay, rng))
-        reason = f"{name}: retry {retry_number} of {self.max_attempts - 1} in {_human(delay)}"
-        if self.honour_retry_after and retry_after is not None and retry_after > delay:
+        reason = f"{name}: retry {retry_number} of {max_attempts - 1} in {_human(delay)}"
+        if retry_after is not None and self.honour_retry_after and retry_after > delay:
             delay = retry_after
             reason += f", raised to Retry-After {_human(retry_after)}"
         wanted = ended + delay
-        at = _settle(self.caps, starts, wanted) if self.caps else wanted
+        caps = self.caps
+        if not caps:
+            return _retry_at(wanted, delay, reason)  # wanted - ended is delay
+        at = _settle(caps, starts, wanted)
         if at > wanted:
             holding = "; ".join(
-                str(cap) for cap in self.caps if cap.earliest_allowed(starts, wanted) is not None
+                str(cap) for cap in caps if cap.earliest_allowed(starts, wanted) is not None
             )
             reason += f"; held until {at.isoformat()} by {holding or 'attempt caps'}"
-        return RetryAt(at=at, delay=at - ended, reason=reason)
+        return _retry_at(at, at - ended, reason)  # _settle gives UTC instants
+
+    def may_retry(self, outcome: CallOutcome, *, retryable: bool | None = None) -> bool:
+        """Whether an attempt that ended with ``outcome`` can be retried at all, budget and
+        caps aside.
+
+        ``False`` (an outcome not in ``retry_on``, or ``retryable=False`` from the
+        provider) means :meth:`decide` returns a :class:`Final` whatever ``attempts``
+        holds, so a caller need not read the attempt history to decide it.
+        """
+        if type(outcome) is not CallOutcome:
+            outcome = _to_outcome(outcome, "outcome")
+        return retryable is not False and outcome in self.retry_on
 
     def earliest_allowed(self, attempts: Sequence[datetime], now: datetime) -> datetime | None:
         """When the caps allow the next attempt: ``None`` = may dial at ``now``.

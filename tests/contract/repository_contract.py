@@ -16,6 +16,7 @@ unchanged. The factories (:func:`make_campaign`, :func:`make_recipient`,
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections import Counter
@@ -1068,15 +1069,17 @@ class RepositoryContract:
                 owner, status=AttemptStatus.PLACED, external_call_id="call-1", placed_at=placed_at
             )
             uow.save_attempt(placed)
-        with pytest.raises(RepositoryError), repo.transaction() as uow:
-            uow.save_attempt(
-                attrs.evolve(
-                    other,
-                    status=AttemptStatus.PLACED,
-                    external_call_id="call-1",
-                    placed_at=placed_at,
-                )
-            )
+        taken = attrs.evolve(
+            other, status=AttemptStatus.PLACED, external_call_id="call-1", placed_at=placed_at
+        )
+        refused: list[RepositoryError] = []
+        with contextlib.suppress(RepositoryError), repo.transaction() as uow:
+            try:
+                uow.save_attempt(taken)
+            except RepositoryError as exc:  # from save_attempt itself, typed
+                refused.append(exc)
+                raise
+        assert len(refused) == 1 and "call-1" in str(refused[0])
         ended = attrs.evolve(
             placed,
             status=AttemptStatus.ENDED,

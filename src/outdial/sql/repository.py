@@ -2125,6 +2125,19 @@ class SqlUnitOfWork:
             f"already belongs to attempt {owner.id!r}"
         )
 
+    def _refused_call_id(self, attempt: Attempt, exc: sa.exc.DBAPIError) -> str:
+        """Why the database refused ``attempt``'s update: on SQLite the attempt that owns
+        its call id (read now); on PostgreSQL, whose transaction is aborted and cannot
+        read, the call id itself."""
+        if not self._pg:
+            return self._external_owner(attempt) or f"attempt {attempt.id!r}: {_first_line(exc)}"
+        if attempt.provider is not None and attempt.external_call_id is not None:
+            return (
+                f"attempt {attempt.id!r}: {attempt.provider} call {attempt.external_call_id!r} "
+                f"already belongs to another attempt ({_first_line(exc)})"
+            )
+        return f"attempt {attempt.id!r}: {_first_line(exc)}"
+
     def _hold(self, row: list[Any]) -> Attempt:
         """The attempt of a locked ``_attempt_select`` row, remembered so that saving it
         needs no re-read; its recipient, campaign and (when it is the recipient's only
@@ -2218,10 +2231,8 @@ class SqlUnitOfWork:
         except sa.exc.IntegrityError as exc:
             # The unique index on (provider, external_call_id) refused it (no read
             # beforehand: this is the write every placed call makes). On PostgreSQL
-            # the transaction cannot go on after this.
-            raise RepositoryError(
-                self._external_owner(attempt) or f"attempt {attempt.id!r}: {_first_line(exc)}"
-            ) from exc
+            # the transaction cannot go on after this, not even to read the owner.
+            raise RepositoryError(self._refused_call_id(attempt, exc)) from exc
         self._attempt_change(stored, params)
         self._held[attempt.id] = params
 

@@ -113,8 +113,8 @@ def _answered_duration(attempt: Attempt) -> float | None:
     """The duration an attempt contributes to ``duration_totals``, if any."""
     if (
         attempt.test_call
-        or attempt.status is not AttemptStatus.ENDED
-        or attempt.outcome is not CallOutcome.ANSWERED
+        or attempt.status is not _ENDED
+        or attempt.outcome is not _ANSWERED_OUTCOME
     ):
         return None
     return attempt.duration_seconds
@@ -539,13 +539,21 @@ class InMemoryUnitOfWork:
             if answered_delta:
                 counts[_ANSWERED] += answered_delta
             index._frozen = None
-        old_outcomes = None
+        moved = None  # (old outcome, new outcome, whether the new one was a new key)
         if old_status in _FINAL or new_status in _FINAL:
             old_outcome = stored.outcome if old_status in _FINAL else None
             new_outcome = new.outcome if new_status in _FINAL else None
             if old_outcome is not new_outcome:
-                old_outcomes = dict(index.outcomes)
-                self._move_outcome(index, old_outcome, new_outcome)
+                # self._move_outcome(index, old_outcome, new_outcome), inline
+                outcomes = index.outcomes
+                if old_outcome is not None:
+                    outcomes[old_outcome] -= 1
+                added = False
+                if new_outcome is not None:
+                    count = outcomes.get(new_outcome)
+                    added = count is None
+                    outcomes[new_outcome] = 1 if count is None else count + 1
+                moved = (old_outcome, new_outcome, added)
         if new_status is _PENDING:
             if not (
                 old_status is _PENDING
@@ -564,7 +572,7 @@ class InMemoryUnitOfWork:
             if ready and ready[0] == -stored.priority * _SPAN + stored.seq:  # its _ready_key
                 heapq.heappop(ready)
         self._journal.append(
-            (_UoW._unsave_recipient, self, index, stored, new, answered_delta, old_outcomes)
+            (_UoW._unsave_recipient, self, index, stored, new, answered_delta, moved)
         )
 
     def _unsave_recipient(
@@ -573,7 +581,7 @@ class InMemoryUnitOfWork:
         stored: Recipient,
         new: Recipient,
         answered_delta: int,
-        old_outcomes: dict[CallOutcome, int] | None,
+        moved: tuple[CallOutcome | None, CallOutcome | None, bool] | None,
     ) -> None:
         """Undo :meth:`save_recipient` (``stored`` was replaced by ``new``)."""
         self._s.recipients[stored.id] = stored
@@ -582,8 +590,16 @@ class InMemoryUnitOfWork:
             index.phones.add(stored.phone)
         if new.status is not stored.status or answered_delta:
             index.move(new.status, stored.status, -answered_delta)
-        if old_outcomes is not None:
-            index.outcomes = old_outcomes
+        if moved is not None:  # the outcome counts back as they were, keys included
+            old_outcome, new_outcome, added = moved
+            outcomes = index.outcomes
+            if new_outcome is not None:
+                if added:
+                    del outcomes[new_outcome]
+                else:
+                    outcomes[new_outcome] -= 1
+            if old_outcome is not None:
+                outcomes[old_outcome] += 1
         self._push(index, stored)  # its entries may have been dropped meanwhile
 
     @staticmethod
@@ -658,11 +674,22 @@ class InMemoryUnitOfWork:
     def _promote(self, index: _CampaignIndex, now: datetime) -> None:
         """Move waiting entries that are due at ``now`` to the ready heap."""
         waiting = index.waiting
-        while waiting and waiting[0][0] <= now:
-            due, seq = heapq.heappop(waiting)
-            rec = self._pending_at(index, seq)
-            if rec is not None and _due_utc(rec) == due:
-                heapq.heappush(index.ready, _ready_key(rec.priority, seq))
+        if waiting and waiting[0][0] <= now:
+            ready, order, recipients = index.ready, index.order, self._s.recipients
+            size = len(order)
+            pop, push = heapq.heappop, heapq.heappush
+            while waiting and waiting[0][0] <= now:
+                due, seq = pop(waiting)
+                # the pending recipient at ``seq`` (``_pending_at``), if it is still due
+                # at ``due`` (``_due_utc``), gets its ready key (``_ready_key``): inline
+                rec = recipients.get(order[seq - 1]) if 0 < seq <= size else None
+                if rec is None or rec.status is not _PENDING or rec.seq != seq:
+                    continue
+                at = rec.next_attempt_at
+                if at is not None and at.tzinfo is not UTC:
+                    at = _utc(at, "recipient.next_attempt_at")
+                if at == due:
+                    push(ready, -rec.priority * _SPAN + seq)
         if index.watermark is None or now > index.watermark:
             index.watermark = now
 
@@ -687,9 +714,12 @@ class InMemoryUnitOfWork:
         taken: list[int] = []
         found: list[Recipient] = []
         last = None
+        # Each entry is looked at on the top of the heap and popped only to go on to the
+        # next one: the last recipient found keeps its entry (no pop and push back).
         while ready:
-            key = pop(ready)
+            key = ready[0]
             if key == last:
+                pop(ready)
                 continue  # a duplicate entry of the recipient just taken
             negative_priority, seq = divmod(key, _SPAN)
             # the pending recipient at ``seq`` (``_pending_at``, inline: entries are
@@ -701,6 +731,7 @@ class InMemoryUnitOfWork:
                 or rec.seq != seq
                 or rec.priority != -negative_priority
             ):
+                pop(ready)
                 continue  # stale entry
             due = rec.next_attempt_at
             if due is not None:
@@ -708,12 +739,14 @@ class InMemoryUnitOfWork:
                     due = _utc(due, "recipient.next_attempt_at")
                 if due > now:
                     # Promoted at a later ``now`` than this one: wait again.
+                    pop(ready)
                     heapq.heappush(waiting, (due, seq))
                     continue
-            taken.append(key)
             found.append(rec)
             if len(found) == limit:
                 break
+            pop(ready)
+            taken.append(key)
             last = key
         for key in taken:
             heapq.heappush(ready, key)
@@ -727,8 +760,11 @@ class InMemoryUnitOfWork:
         index = s.indexes.get(campaign_id)
         if index is None:
             return None
-        self._promote(index, now)
         waiting = index.waiting
+        if (waiting and waiting[0][0] <= now) or index.watermark is None:
+            self._promote(index, now)
+        elif now > index.watermark:
+            index.watermark = now  # what _promote would do with nothing to move
         while waiting:
             due, seq = waiting[0]
             rec = self._pending_at(index, seq)
@@ -858,13 +894,12 @@ class InMemoryUnitOfWork:
     def _swap(self, old: Attempt, new: Attempt) -> None:
         """``_detach(old)`` then ``_attach(new)`` for two versions of one attempt that share
         campaign, recipient, workspace, start instant and test flag (every usual update):
-        only what can differ between them is touched."""
+        only what can differ between them is touched. The attempt keeps its place among
+        its recipient's attempts (in the order they were added, which an update does not
+        change; ``attempts_for`` orders them by number anyway)."""
         s = self._s
         aid = new.id
         s.attempts[aid] = new
-        siblings = s.attempts_by_recipient[new.recipient_id]
-        if siblings[-1] != aid:
-            s.attempts_by_recipient[new.recipient_id] = (*_without(siblings, aid), aid)
         old_provider, old_external = old.provider, old.external_call_id
         new_provider, new_external = new.provider, new.external_call_id
         if old_external is not new_external or old_provider is not new_provider:

@@ -1,0 +1,132 @@
+"""One dispatch round (snapshot, plan, claim): what its cheaper paths rely on."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import timedelta
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contract.repository_contract import T0, make_campaign, make_recipient, phone
+from outdial import dispatch
+from outdial.campaign import Campaign, CampaignStatus
+from outdial.dispatch import Claim, DialerCore
+from outdial.engine import Dial, Engine, Plan
+from outdial.ports import DialStats
+from outdial.recipient import Recipient, RecipientStatus
+from outdial.testing import InMemoryRepository
+
+
+def test_attempt_ids_are_the_uuid4_hex_of_the_random_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for raw in (bytes(16), b"\xff" * 16, bytes(range(16)), os.urandom(16)):
+        monkeypatch.setattr(dispatch.os, "urandom", lambda n, raw=raw: raw[:n])
+        assert dispatch._uuid4_hex() == uuid.UUID(bytes=raw, version=4).hex
+    monkeypatch.undo()
+    ids = {dispatch._uuid4_hex() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+@pytest.mark.parametrize("spacing", [timedelta(0), timedelta(seconds=-5)])
+def test_without_pacing_only_concurrency_limits_a_campaign(spacing: timedelta) -> None:
+    campaign = make_campaign(concurrency_limit=7, min_spacing=spacing)
+    stats = DialStats(starts_since_minute=(T0,) * 50, last_start_at=T0, starts_today=500)
+    engine = Engine()
+    assert engine.campaign_capacity(campaign, 3, stats, T0) == (4, None)
+    assert engine.campaign_capacity(campaign, 7, stats, T0) == (0, None)
+    assert not engine.needs_dial_stats(campaign)
+
+
+def test_a_daily_cap_still_limits_a_campaign_with_free_slots() -> None:
+    campaign = make_campaign(concurrency_limit=7, daily_cap=10)
+    engine = Engine()
+    assert engine.campaign_capacity(campaign, 0, DialStats(starts_today=8), T0) == (2, None)
+    free, wake = engine.campaign_capacity(campaign, 0, DialStats(starts_today=10), T0)
+    assert free == 0
+    assert wake is not None
+    assert wake > T0
+
+
+def _active(campaign: Campaign) -> Campaign:
+    return attrs.evolve(campaign, status=CampaignStatus.ACTIVE, started_at=T0)
+
+
+def test_a_rounds_plan_dials_and_claims_are_ordinary_values() -> None:
+    repo = InMemoryRepository()
+    campaign = _active(make_campaign(concurrency_limit=2))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([make_recipient(campaign, phone(n)) for n in range(3)])
+    claims, plan = DialerCore(repo, new_id=iter(["a1", "a2"]).__next__).dispatch(T0)
+    assert type(plan) is Plan
+    assert plan == Plan(plan.transitions, plan.dials, plan.skips, plan.defers, plan.wake_at)
+    assert [type(d) for d in plan.dials] == [Dial, Dial]
+    assert plan.dials[0] == Dial(campaign.id, plan.dials[0].recipient, 1)
+    assert attrs.evolve(plan, wake_at=T0).wake_at == T0
+    assert [type(c) for c in claims] == [Claim, Claim]
+    assert claims[0] == Claim(claims[0].attempt, claims[0].request, campaign.agent.provider)
+    assert [c.attempt.id for c in claims] == ["a1", "a2"]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        plan.dials[0].attempt_number = 5  # type: ignore[misc]
+
+
+_DUE = st.sampled_from([None, -1, 5, 10])  # minutes after T0 (None: due at once)
+_STEP = st.tuples(
+    st.sampled_from([0, 5, 10, 15]),  # look at T0 + this many minutes
+    st.integers(1, 5),  # for this many
+    st.sampled_from(["claim", "defer", "nothing"]),  # then do this with the first found
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), _DUE), min_size=1, max_size=10),
+    st.lists(_STEP, min_size=1, max_size=8),
+)
+def test_due_recipients_are_the_first_due_pending_in_priority_then_insertion_order(
+    people: list[tuple[int, int | None]], steps: list[tuple[int, int, str]]
+) -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients(
+            [
+                make_recipient(
+                    campaign,
+                    phone(n),
+                    priority=priority,
+                    next_attempt_at=None if due is None else T0 + timedelta(minutes=due),
+                )
+                for n, (priority, due) in enumerate(people)
+            ]
+        )
+    for minutes, limit, then in steps:
+        now = T0 + timedelta(minutes=minutes)
+        with repo.transaction() as uow:
+            everyone = [uow.get_recipient(r.id) for r in uow.list_recipients(campaign.id).items]
+            expected = sorted(
+                (
+                    r
+                    for r in everyone
+                    if r.status is RecipientStatus.PENDING
+                    and (r.next_attempt_at is None or r.next_attempt_at <= now)
+                ),
+                key=lambda r: (-r.priority, r.seq),
+            )[:limit]
+            found = uow.due_recipients(campaign.id, now, limit)
+            assert [r.id for r in found] == [r.id for r in expected]
+            assert uow.due_recipients(campaign.id, now, limit) == found  # looking claims nothing
+            if found and then != "nothing":
+                first: Recipient = found[0]
+                if then == "claim":
+                    new = first.moved_to(RecipientStatus.QUEUED, attempts=1, updated_at=now)
+                else:
+                    new = attrs.evolve(first, next_attempt_at=now + timedelta(minutes=5))
+                uow.save_recipient(new, first)
