@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import attrs
 import pytest
@@ -76,21 +76,32 @@ def test_a_rounds_plan_dials_and_claims_are_ordinary_values() -> None:
         plan.dials[0].attempt_number = 5  # type: ignore[misc]
 
 
+def _defer_then_fail(repo: InMemoryRepository, recipient: Recipient, until: datetime) -> None:
+    """Defer ``recipient`` in a savepoint that then fails (undone: its queue entry is
+    pushed again, a duplicate of the one still there)."""
+    with repo.transaction() as savepoint:
+        savepoint.save_recipient(attrs.evolve(recipient, next_attempt_at=until), recipient)
+        raise KeyError("the defer fails")
+
+
 _DUE = st.sampled_from([None, -1, 5, 10])  # minutes after T0 (None: due at once)
 _STEP = st.tuples(
     st.sampled_from([0, 5, 10, 15]),  # look at T0 + this many minutes
     st.integers(1, 5),  # for this many
-    st.sampled_from(["claim", "defer", "nothing"]),  # then do this with the first found
+    # then do this with one of those found (a defer undone by its savepoint pushes the
+    # recipient's entry again: a duplicate entry)
+    st.sampled_from(["claim", "defer", "defer undone", "nothing"]),
+    st.integers(0, 4),  # that one: the first found, the second (or the last), ...
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 2), _DUE), min_size=1, max_size=10),
+    st.lists(st.tuples(st.integers(0, 2), _DUE), min_size=1, max_size=12),
     st.lists(_STEP, min_size=1, max_size=8),
 )
 def test_due_recipients_are_the_first_due_pending_in_priority_then_insertion_order(
-    people: list[tuple[int, int | None]], steps: list[tuple[int, int, str]]
+    people: list[tuple[int, int | None]], steps: list[tuple[int, int, str, int]]
 ) -> None:
     repo = InMemoryRepository()
     campaign = make_campaign()
@@ -107,7 +118,7 @@ def test_due_recipients_are_the_first_due_pending_in_priority_then_insertion_ord
                 for n, (priority, due) in enumerate(people)
             ]
         )
-    for minutes, limit, then in steps:
+    for minutes, limit, then, which in steps:
         now = T0 + timedelta(minutes=minutes)
         with repo.transaction() as uow:
             everyone = [uow.get_recipient(r.id) for r in uow.list_recipients(campaign.id).items]
@@ -124,9 +135,13 @@ def test_due_recipients_are_the_first_due_pending_in_priority_then_insertion_ord
             assert [r.id for r in found] == [r.id for r in expected]
             assert uow.due_recipients(campaign.id, now, limit) == found  # looking claims nothing
             if found and then != "nothing":
-                first: Recipient = found[0]
+                one: Recipient = found[min(which, len(found) - 1)]
                 if then == "claim":
-                    new = first.moved_to(RecipientStatus.QUEUED, attempts=1, updated_at=now)
+                    new = one.moved_to(RecipientStatus.QUEUED, attempts=1, updated_at=now)
+                    uow.save_recipient(new, one)
+                elif then == "defer":
+                    new = attrs.evolve(one, next_attempt_at=now + timedelta(minutes=5))
+                    uow.save_recipient(new, one)
                 else:
-                    new = attrs.evolve(first, next_attempt_at=now + timedelta(minutes=5))
-                uow.save_recipient(new, first)
+                    with pytest.raises(KeyError):
+                        _defer_then_fail(repo, one, now + timedelta(minutes=5))

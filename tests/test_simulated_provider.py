@@ -830,6 +830,65 @@ def test_lognormal_has_the_given_median_and_stays_within_its_bounds() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
+    sigma=st.floats(min_value=0, max_value=4),
+    low=st.floats(min_value=0, max_value=100),
+    width=st.floats(min_value=0, max_value=100),
+    seed=st.integers(min_value=0, max_value=2**32),
+)
+def test_lognormal_samples_are_the_unclipped_draw_clipped_to_low_and_high(
+    sigma: float, low: float, width: float, seed: int
+) -> None:
+    dist = LogNormal(median=20, sigma=sigma, low=low, high=low + width)
+    rng, replay = random.Random(seed), random.Random(seed)
+    for _ in range(20):
+        u1 = 1.0 - replay.random()
+        z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * replay.random())
+        unclipped = 20 * math.exp(sigma * z)
+        assert dist.sample(rng) == min(max(unclipped, low), low + width)
+
+
+def test_the_hash_stream_is_blake2b_of_the_seed_and_key_in_counter_mode() -> None:
+    # the documented construction (stable across processes): block n is BLAKE2b-512 of
+    # the whole key, followed by "#n" from the second block on; 8 draws per block
+    from hashlib import blake2b
+
+    from outdial.simulation.provider import _HashStream
+
+    def block(data: bytes) -> list[float]:
+        digest = blake2b(data, digest_size=64).digest()
+        words = [int.from_bytes(digest[i : i + 8], "little") for i in range(0, 64, 8)]
+        return [(w >> 11) * 2.0**-53 for w in words]
+
+    key = b"+14155550123:2"
+    expected = block(b"7:" + key) + block(b"7:" + key + b"#1") + block(b"7:" + key + b"#2")
+    seeded = blake2b(b"7:", digest_size=64)
+    stream = _HashStream(seeded, key)
+    assert [stream.random() for _ in range(24)] == expected
+    assert _HashStream(seeded, key).random() == expected[0]  # the seeded hasher is unchanged
+
+
+def test_a_numbers_fate_is_drawn_from_blake2b_of_the_seed_and_number() -> None:
+    from hashlib import blake2b
+
+    profile = SimulationProfile(invalid_number_rate=0.4, reachability=0.5)
+    provider = SimulatedProvider(VirtualClock(START), profile, seed=11)
+    for i in range(200):
+        number = f"+1415555{i:04d}"
+        digest = blake2b(f"11:n:{number}".encode(), digest_size=16).digest()
+        invalid = (int.from_bytes(digest[:8], "little") >> 11) * 2.0**-53 < 0.4
+        unreachable = (int.from_bytes(digest[8:], "little") >> 11) * 2.0**-53 >= 0.5
+        expected = (
+            CallOutcome.INVALID_NUMBER
+            if invalid
+            else CallOutcome.NO_ANSWER
+            if unreachable
+            else None
+        )
+        assert provider._number_fate(number) is expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
     low=st.floats(min_value=0, max_value=1e4),
     width=st.floats(min_value=0, max_value=1e4),
     seed=st.integers(min_value=0, max_value=2**32),

@@ -347,7 +347,14 @@ class Dialer(_Base):
         while max_ticks is None or ticks < max_ticks:
             now = self.clock.now()
             still_known, known = known, False
-            if fusable is not None and not self._reconcile_due(now):
+            # not self._reconcile_due(now), without the call when nothing is to be rechecked
+            next_reconcile = self._next_reconcile
+            if (
+                fusable is not None
+                and next_reconcile is not None
+                and next_reconcile > now
+                and not (self._recheck and self._reconcile_due(now))
+            ):
                 # virtual time, nothing to reconcile: the last event due now and the tick it
                 # triggers share one transaction (same steps, same order, one commit)
                 at = known_at if still_known else fusable.next_event_at()
@@ -525,7 +532,11 @@ class Dialer(_Base):
 
     def _place(self, claim: Claim) -> None:
         try:
-            placed = self.provider_for(claim.provider).place_call(claim.request)
+            # provider_for(claim.provider), without the call when there is one provider
+            provider = (
+                self._provider if self._providers is None else self.provider_for(claim.provider)
+            )
+            placed = provider.place_call(claim.request)
         except ProviderError as exc:
             self._dial_failed(claim, exc)
             return

@@ -745,6 +745,29 @@ class InMemoryUnitOfWork:
             found.append(rec)
             if len(found) == limit:
                 break
+            if limit == 2:
+                # A dialer with one free slot asks for two (the usual round). The first
+                # one found is the heap's top, so the next entry in key order is the
+                # smaller of the top's two children: when that one is due (and not a
+                # duplicate entry of the first), it is the second, and nothing is popped
+                # and pushed back. Otherwise the general walk below goes on.
+                count = len(ready)
+                j = 2 if count > 2 and ready[2] < ready[1] else 1
+                if j < count and ready[j] != key:
+                    negative_priority, seq = divmod(ready[j], _SPAN)
+                    rec = recipients.get(order[seq - 1]) if 0 < seq <= size else None
+                    if (
+                        rec is not None
+                        and rec.status is _PENDING
+                        and rec.seq == seq
+                        and rec.priority == -negative_priority
+                        and (
+                            rec.next_attempt_at is None
+                            or _utc(rec.next_attempt_at, "recipient.next_attempt_at") <= now
+                        )
+                    ):
+                        found.append(rec)
+                        break
             pop(ready)
             taken.append(key)
             last = key
