@@ -5,20 +5,23 @@
 - ``pg_url``: a PostgreSQL database at the newest schema, emptied before each
   test (one database per test module, made from the session's ``postgres_url``).
 - :func:`fresh_pg_database`: an empty database of its own (migration tests).
+- ``url`` / ``repo`` / ``open_repo``: the same test on each engine (parametrized
+  ``sqlite`` and ``postgres``): the fresh database's URL, a repository connected to
+  it, and a factory of repositories on it (as separate processes would open).
 """
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from outdial.sql import upgrade
+from outdial.sql import SqlRepository, connect, upgrade
 from outdial.sql.schema import CAMPAIGN_RANK_SEQUENCE, RECIPIENT_SEQ_SEQUENCE, metadata
 
 
@@ -76,3 +79,31 @@ def pg_url(pg_module_url: str) -> str:
     finally:
         engine.dispose()
     return pg_module_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest) -> str:
+    """A fresh database at the newest schema, on each engine."""
+    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+
+
+@pytest.fixture
+def repo(url: str) -> Iterator[SqlRepository]:
+    repository = connect(url)
+    yield repository
+    repository.close()
+
+
+@pytest.fixture
+def open_repo(url: str) -> Iterator[Callable[[], SqlRepository]]:
+    """Opens repositories (as separate processes would) on one fresh database."""
+    opened: list[SqlRepository] = []
+
+    def opener() -> SqlRepository:
+        repository = connect(url)
+        opened.append(repository)
+        return repository
+
+    yield opener
+    for repository in opened:
+        repository.close()

@@ -3,8 +3,6 @@ refuse a batch exactly as they refuse the one-by-one calls."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from contract.repository_contract import make_attempt, make_campaign, make_recipient, phone
@@ -12,14 +10,6 @@ from outdial.campaign import CampaignCounters, CampaignStatus
 from outdial.errors import RepositoryError
 from outdial.recipient import RecipientStatus
 from outdial.sql import SqlRepository, connect, repository
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def repo(request: pytest.FixtureRequest) -> Iterator[SqlRepository]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    repository = connect(url)
-    yield repository
-    repository.close()
 
 
 def test_second_attempt_in_flight_refuses_the_batch_like_add_attempt(repo: SqlRepository) -> None:

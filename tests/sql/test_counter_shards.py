@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -29,25 +29,6 @@ from outdial.sql.repository import COUNTER_SHARDS
 
 Opener = Callable[[], SqlRepository]
 OUTCOMES = (CallOutcome.ANSWERED, CallOutcome.BUSY, CallOutcome.NO_ANSWER, CallOutcome.ANSWERED)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
-
-
-@pytest.fixture
-def open_repo(url: str) -> Iterator[Opener]:
-    opened: list[SqlRepository] = []
-
-    def opener() -> SqlRepository:
-        repo = connect(url)
-        opened.append(repo)
-        return repo
-
-    yield opener
-    for repo in opened:
-        repo.close()
 
 
 def _shards(repo: SqlRepository, *shards: int) -> None:

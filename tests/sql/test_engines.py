@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import attrs
@@ -30,18 +29,6 @@ from outdial.recipient import AttemptStatus, Recipient, RecipientStatus
 from outdial.sql import Heartbeat, SqlRepository, connect
 
 S = RecipientStatus
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
-
-
-@pytest.fixture
-def repo(url: str) -> Iterator[SqlRepository]:
-    repository = connect(url)
-    yield repository
-    repository.close()
 
 
 # -- both engines ---------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ and that a transaction in which a statement failed is never taken for committed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import attrs
 import pytest
@@ -23,14 +22,6 @@ from outdial.errors import RepositoryError, StaleClaim
 from outdial.outcomes import CallOutcome
 from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
 from outdial.sql import SqlRepository, connect
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def repo(request: pytest.FixtureRequest) -> Iterator[SqlRepository]:
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    repository = connect(url)
-    yield repository
-    repository.close()
 
 
 def _calls(repo: SqlRepository, n: int = 1) -> tuple[Campaign, list[Recipient], list[Attempt]]:

@@ -12,7 +12,7 @@ connection the server closed is replaced without an error.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -27,22 +27,6 @@ from outdial.retry import RetryPolicy
 from outdial.sql import SqlRepository, connect
 
 Opener = Callable[[], SqlRepository]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def open_repo(request: pytest.FixtureRequest) -> Iterator[Opener]:
-    """Opens repositories (as separate processes would) on one fresh database."""
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    opened: list[SqlRepository] = []
-
-    def opener() -> SqlRepository:
-        repo = connect(url)
-        opened.append(repo)
-        return repo
-
-    yield opener
-    for repo in opened:
-        repo.close()
 
 
 def _placed_call(repo: SqlRepository) -> tuple[Campaign, Recipient, str]:

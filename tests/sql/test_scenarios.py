@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -30,7 +30,7 @@ from outdial.ports import Repository
 from outdial.recipient import AttemptStatus
 from outdial.retry import Fixed
 from outdial.simulation import SimulatedProvider, SimulationProfile, VirtualClock, sample_numbers
-from outdial.sql import SqlRepository, connect
+from outdial.sql import SqlRepository
 from outdial.testing import InMemoryRepository
 from test_dialer import CrashAfterRecording
 
@@ -41,20 +41,10 @@ NY_HOURS = BusinessHours.weekly("America/New_York", {"mon-fri": [("09:00", "17:0
 RepoFactory = Callable[[], Repository]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def make_repo(request: pytest.FixtureRequest) -> Iterator[RepoFactory]:
-    """Opens repositories on one fresh database of the parametrized engine."""
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    opened: list[SqlRepository] = []
-
-    def factory() -> Repository:
-        repo = connect(url)
-        opened.append(repo)
-        return repo
-
-    yield factory
-    for repo in opened:
-        repo.close()
+@pytest.fixture
+def make_repo(open_repo: Callable[[], SqlRepository]) -> RepoFactory:
+    """Opens repositories on one fresh database of each engine (``open_repo``)."""
+    return open_repo
 
 
 class Scenario:

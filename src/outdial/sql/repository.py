@@ -1255,33 +1255,12 @@ class SqlUnitOfWork:
 
     def _run(self, statement: Any, params: Mapping[str, Any]) -> Any:
         """Execute ``statement`` through the driver (see :class:`_Driver`); the cursor."""
-        if not self._open:
-            raise RepositoryError("this unit of work is closed: its transaction block has ended")
-        if self._deferred is not None:
-            self._send_deferred()
         compiled = self._driver.compiled(statement)
-        args = compiled.bind(params)
-        cursor = self._cursor
-        if cursor is None:  # one cursor per transaction (each result is read at once)
-            cursor = self._cursor = self._driver_connection().cursor()
-        try:
-            return cursor.execute(compiled.sql, args)
-        except Exception as exc:
-            self._failed(exc, compiled.sql, args)
+        return self._execute(compiled.sql, compiled.bind(params))
 
     def _statement(self, sql: str) -> None:
         """Send ``sql`` (no parameters) to the driver: savepoints."""
-        if not self._open:
-            raise RepositoryError("this unit of work is closed: its transaction block has ended")
-        if self._deferred is not None:
-            self._send_deferred()
-        cursor = self._cursor
-        if cursor is None:
-            cursor = self._cursor = self._driver_connection().cursor()
-        try:
-            cursor.execute(sql)
-        except Exception as exc:
-            self._failed(exc, sql, ())
+        self._execute(sql)
 
     def _rows(self, statement: Any, params: Mapping[str, Any]) -> list[list[Any]]:
         """The rows of ``statement``, their columns decoded (instants, JSON, booleans)."""
@@ -2075,20 +2054,20 @@ class SqlUnitOfWork:
             "the caller read it (or it changed since)"
         )
 
-    def _execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any]) -> Any:
-        """Send ``sql`` with positional (or, on PostgreSQL, named) ``args`` to the
-        driver; the cursor."""
+    def _execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
+        """Send ``sql`` with positional (or, on PostgreSQL, named) ``args`` (None: no
+        parameters) to the driver, after any held-back attempt write; the cursor."""
         if not self._open:
             raise RepositoryError("this unit of work is closed: its transaction block has ended")
         if self._deferred is not None:
             self._send_deferred()
         cursor = self._cursor
-        if cursor is None:
+        if cursor is None:  # one cursor per transaction (each result is read at once)
             cursor = self._cursor = self._driver_connection().cursor()
         try:
-            return cursor.execute(sql, args)
+            return cursor.execute(sql) if args is None else cursor.execute(sql, args)
         except Exception as exc:
-            self._failed(exc, sql, args)
+            self._failed(exc, sql, () if args is None else args)
 
     def _attempt_conflict(self, attempt: Attempt) -> str:
         conn = self._c()
