@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from datetime import datetime, timedelta
 
@@ -25,12 +26,52 @@ def test_attempt_ids_are_the_uuid4_hex_of_the_random_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for raw in (bytes(16), b"\xff" * 16, bytes(range(16)), os.urandom(16)):
-        monkeypatch.setattr(dispatch.os, "urandom", lambda n, raw=raw: raw[:n])
-        assert dispatch._uuid4_hex() == uuid.UUID(bytes=raw, version=4).hex
+        dispatch._IDS.clear()
+        monkeypatch.setattr(os, "urandom", lambda n, raw=raw: raw * (n // 16))
+        ids = [dispatch._uuid4_hex() for _ in range(dispatch._IDS_PER_READ)]
+        assert ids == [uuid.UUID(bytes=raw, version=4).hex] * dispatch._IDS_PER_READ
     monkeypatch.undo()
-    ids = {dispatch._uuid4_hex() for _ in range(1000)}
-    assert len(ids) == 1000
+    dispatch._IDS.clear()
+    ids = [dispatch._uuid4_hex() for _ in range(3 * dispatch._IDS_PER_READ + 5)]
+    assert len(set(ids)) == len(ids)  # across several reads of the pool
     assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+def test_threads_taking_attempt_ids_at_once_never_share_one() -> None:
+    dispatch._IDS.clear()
+    taken: list[list[str]] = [[] for _ in range(4)]
+
+    def take(into: list[str]) -> None:
+        for _ in range(2000):
+            into.append(dispatch._uuid4_hex())
+
+    threads = [threading.Thread(target=take, args=(t,)) for t in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for ids in taken for i in ids]
+    assert len(every) == 8000
+    assert len(set(every)) == 8000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_process_does_not_reuse_its_parents_attempt_ids() -> None:
+    dispatch._IDS.clear()
+    dispatch._uuid4_hex()  # the pool now holds ids the child would inherit
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its next ids and leave at once
+        os.close(read)
+        os.write(write, "".join(dispatch._uuid4_hex() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    ours = "".join(dispatch._uuid4_hex() for _ in range(3))
+    assert len(child) == len(ours) == 96
+    assert child != ours
 
 
 @pytest.mark.parametrize("spacing", [timedelta(0), timedelta(seconds=-5)])

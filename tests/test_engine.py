@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
+from outdial import engine as engine_module
 from outdial.calendar import BusinessHours
 from outdial.campaign import (
     AgentSettings,
@@ -27,7 +28,7 @@ from outdial.errors import (
 from outdial.outcomes import CallOutcome
 from outdial.ports import CallEvent, CallStatus, DialStats, InFlightCounts, PlacedCall
 from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
-from outdial.retry import Fixed, RetryPolicy
+from outdial.retry import Fixed, RandomSource, RetryPolicy
 
 UTC = timezone.utc
 # Monday 2026-11-23 15:00 UTC = 10:00 in New York
@@ -513,3 +514,33 @@ def test_a_plan_without_the_next_due_time_wakes_as_one_with_it() -> None:
         assert plans[0] == plans[1]
         compared += bool(plans[0].dials)
     assert compared == 2
+
+
+class _RecordingBackoff:
+    """A backoff that remembers the previous delays it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[timedelta | None] = []
+
+    def delay(
+        self, retry_number: int, previous: timedelta | None, rng: RandomSource | None
+    ) -> timedelta:
+        self.seen.append(previous)
+        return timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("seconds", [600.0, 90.5, 0.000001, 3 * 86400 + 0.25])
+def test_a_retry_is_given_the_recipients_previous_delay(seconds: float) -> None:
+    backoff = _RecordingBackoff()
+    c = campaign(retry_policy=RetryPolicy(max_attempts=5, backoff=backoff))
+    r = recipient(1, status=RecipientStatus.CALLING, attempts=1, last_retry_delay_seconds=seconds)
+    for _ in range(2):  # the second time through the engine's table of delays
+        d = Engine().on_event(NOW, c, attempt(), r, ended(CallOutcome.NO_ANSWER), [])
+        assert d.retry_at == NOW + timedelta(minutes=5)
+    assert backoff.seen == [timedelta(seconds=seconds)] * 2
+
+
+def test_the_table_of_previous_delays_stays_small_and_exact() -> None:
+    for i in range(3000):
+        assert engine_module._delay_of(i / 7) == timedelta(seconds=i / 7)
+    assert len(engine_module._DELAYS) <= 1024

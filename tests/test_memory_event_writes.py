@@ -9,6 +9,7 @@ import attrs
 import pytest
 
 from contract.repository_contract import make_attempt, make_campaign, make_recipient, phone
+from outdial.campaign import CampaignCounters
 from outdial.outcomes import CallOutcome
 from outdial.recipient import AttemptStatus, Recipient, RecipientStatus
 from outdial.testing import InMemoryRepository
@@ -27,6 +28,11 @@ def _outcomes(repo: InMemoryRepository, campaign_id: str) -> list[tuple[CallOutc
         return list(uow.outcome_counts(campaign_id).items())  # in order: keys as they came
 
 
+def _counters(repo: InMemoryRepository, campaign_id: str) -> CampaignCounters:
+    with repo.transaction() as uow:
+        return uow.get_campaign(campaign_id).counters
+
+
 @pytest.mark.parametrize("savepoint", [False, True])
 def test_rolled_back_outcome_moves_leave_the_counts_and_their_order_as_they_were(
     savepoint: bool,
@@ -38,10 +44,12 @@ def test_rolled_back_outcome_moves_leave_the_counts_and_their_order_as_they_were
         uow.add_recipients([make_recipient(campaign, phone(i)) for i in range(6)])
         rs = uow.list_recipients(campaign.id).items
         # two outcomes counted already: busy first, then answered
-        for r, outcome in ((rs[0], CallOutcome.BUSY), (rs[1], CallOutcome.ANSWERED)):
-            uow.save_recipient(_settle(r, RecipientStatus.FAILED, outcome), r)
+        uow.save_recipient(_settle(rs[0], RecipientStatus.FAILED, CallOutcome.BUSY), rs[0])
+        uow.save_recipient(_settle(rs[1], RecipientStatus.COMPLETED, CallOutcome.ANSWERED), rs[1])
     before = _outcomes(repo, campaign.id)
     assert before == [(CallOutcome.BUSY, 1), (CallOutcome.ANSWERED, 1)]
+    counters = _counters(repo, campaign.id)
+    assert (counters.answered, counters.completed, counters.failed) == (1, 1, 1)
 
     def moves() -> None:
         with repo.transaction() as uow:
@@ -55,6 +63,7 @@ def test_rolled_back_outcome_moves_leave_the_counts_and_their_order_as_they_were
                 CallOutcome.BUSY: 2,
                 CallOutcome.NO_ANSWER: 1,
             }
+            assert uow.get_campaign(campaign.id).counters.answered == 0
             raise Boom
 
     if savepoint:
@@ -64,6 +73,7 @@ def test_rolled_back_outcome_moves_leave_the_counts_and_their_order_as_they_were
         with pytest.raises(Boom):
             moves()
     assert _outcomes(repo, campaign.id) == before
+    assert _counters(repo, campaign.id) == counters
     # keys added later come in the order they are added, as if nothing had happened
     with repo.transaction() as uow:
         uow.save_recipient(_settle(rs[4], RecipientStatus.FAILED, CallOutcome.DECLINED), rs[4])

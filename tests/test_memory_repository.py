@@ -180,6 +180,46 @@ def test_a_nested_transaction_rolls_back_only_its_own_changes() -> None:
         assert uow.get_campaign(campaign.id).counters == CampaignCounters(total=2, pending=2)
 
 
+def test_savepoints_in_savepoints_roll_back_down_to_where_each_began() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+
+    def add(uow: UnitOfWork, n: int) -> None:
+        uow.add_recipients([make_recipient(campaign, phone(n))])
+
+    def failing_savepoint(n: int) -> None:
+        with repo.transaction() as uow:
+            add(uow, n)
+            raise KeyError(n)
+
+    def savepoint_failing_after_its_own_savepoint(n: int) -> None:
+        with repo.transaction() as uow:
+            add(uow, n)
+            with repo.transaction() as inner:
+                add(inner, n + 1)  # committed to this savepoint, then undone with it
+            raise KeyError(n)
+
+    with repo.transaction() as outer:
+        outer.add_campaign(campaign)
+        add(outer, 1)
+        with repo.transaction() as middle:
+            add(middle, 2)
+            with pytest.raises(KeyError):
+                failing_savepoint(3)
+            add(middle, 4)
+        with pytest.raises(KeyError):
+            savepoint_failing_after_its_own_savepoint(5)
+        add(outer, 7)
+    with repo.transaction() as uow:
+        stored = uow.list_recipients(campaign.id).items
+        assert [r.phone for r in stored] == [phone(1), phone(2), phone(4), phone(7)]
+        assert uow.get_campaign(campaign.id).counters.total == 4
+    with pytest.raises(KeyError):
+        failing_savepoint(8)  # here an outermost block
+    with repo.transaction() as uow:
+        assert uow.get_campaign(campaign.id).counters.total == 4
+
+
 def test_an_earlier_now_after_a_later_one_is_answered_correctly() -> None:
     repo = InMemoryRepository()
     campaign = make_campaign()

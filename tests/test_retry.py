@@ -967,3 +967,15 @@ def test_a_custom_cap_is_used_but_has_no_json_form() -> None:
     with pytest.raises(InvalidRetryPolicy) as raised:
         policy.to_dict()
     assert raised.value.field == "caps[0]"
+
+
+def test_decide_reads_start_instants_in_any_zone_as_the_same_instants() -> None:
+    policy = RetryPolicy(max_attempts=5, backoff=Fixed(MINUTE), caps=(DailyCap(2, "UTC"),))
+    in_utc = (utc(2026, 5, 4, 9), utc(2026, 5, 4, 14))
+    mixed = [in_utc[0], in_utc[1].astimezone(NEW_YORK)]
+    ended = utc(2026, 5, 4, 14, 2)
+    kept = policy.decide(outcome=CallOutcome.BUSY, attempts=in_utc, ended_at=ended)
+    converted = policy.decide(outcome=CallOutcome.BUSY, attempts=mixed, ended_at=ended)
+    assert kept == converted
+    assert isinstance(kept, RetryAt)
+    assert kept.at == utc(2026, 5, 5)  # the daily cap: two calls on the 4th

@@ -9,6 +9,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -416,6 +417,27 @@ def test_fetch_call_of_a_call_never_placed_is_none() -> None:
     assert sim.fetch_call(attempt_id="nope", external_call_id="SIM-999999") is None
 
 
+def test_fetch_call_by_attempt_id_finds_the_latest_call_of_that_attempt() -> None:
+    clock, sim = provider()
+
+    def by_attempt(i: int) -> str | None:
+        seen = sim.fetch_call(attempt_id=f"att-{i}-1", external_call_id=None)
+        return None if seen is None else seen.external_call_id
+
+    first = sim.place_call(dial(1)).external_call_id
+    assert by_attempt(1) == first
+    assert by_attempt(2) is None
+    # calls placed after a look-up are found too, and placing the same attempt
+    # again (as after an unknown-fate error) makes the newer call the one reported
+    second = sim.place_call(dial(2)).external_call_id
+    again = sim.place_call(dial(1)).external_call_id
+    assert by_attempt(2) == second
+    assert by_attempt(1) == again != first
+    clock.advance(timedelta(seconds=1))
+    third = sim.place_call(dial(1)).external_call_id
+    assert [by_attempt(1), by_attempt(2)] == [third, second]
+
+
 # -- provider faults --------------------------------------------------------------------------
 
 
@@ -449,6 +471,23 @@ def test_placing_the_same_attempt_again_after_an_error_can_succeed() -> None:
         except ProviderUnavailable:
             outcomes.append("error")
     assert set(outcomes) == {"placed", "error"}
+
+
+def test_a_simulated_error_leaves_the_provider_free_for_other_threads() -> None:
+    clock, sim = provider(SimulationProfile(provider_error_rate=1.0))
+    with pytest.raises(ProviderUnavailable):
+        sim.place_call(dial(1))
+    seen: list[tuple[datetime | None, list[CallEvent], int]] = []
+
+    def look() -> None:
+        seen.append((sim.next_event_at(), sim.due_events(clock.now()), sim.in_flight))
+
+    # from another thread, with a time limit: a lock left held would block it
+    other = threading.Thread(target=look)
+    other.start()
+    other.join(timeout=10)
+    assert not other.is_alive()
+    assert seen == [(None, [], 0)]
 
 
 def test_after_an_unknown_fate_error_fetch_call_tells_the_truth() -> None:

@@ -72,6 +72,19 @@ def test_advance_to_an_earlier_instant_names_both_instants() -> None:
     assert clock.now() == START + timedelta(hours=1)
 
 
+def test_a_refused_move_leaves_the_clock_free_for_the_next_one() -> None:
+    clock = VirtualClock(START)
+    with pytest.raises(ValueError, match="backwards"):
+        clock.advance_to(START - timedelta(seconds=1))
+    # from another thread, with a time limit: a lock left held would block it
+    later = START + timedelta(minutes=1)
+    mover = threading.Thread(target=clock.advance_to, args=(later,))
+    mover.start()
+    mover.join(timeout=10)
+    assert not mover.is_alive()
+    assert clock.now() == later
+
+
 def test_instants_in_other_zones_are_the_same_instants_in_utc() -> None:
     new_york = ZoneInfo("America/New_York")
     clock = VirtualClock(datetime(2026, 3, 2, 4, 0, tzinfo=new_york))  # 09:00Z

@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from outdial.dialer import RunSummary, _Base
+from outdial.dialer import RunSummary, _Base, _reconcile_targets
 from outdial.dispatch import Claim, EventResult
 from outdial.engine import Plan
 from outdial.errors import ProviderError, ProviderUnavailable
 from outdial.phone import mask_phone
-from outdial.ports import AsyncCallProvider, CallEvent, EventSource
+from outdial.ports import AsyncCallProvider, CallEvent
 
 __all__ = ["AsyncDialer"]
 
@@ -96,56 +96,14 @@ class AsyncDialer(_Base):
         if not self._recovered:
             await self.recover()
         advance = getattr(self.clock, "advance_to", None)
-        wake = await self.tick()
-        ticks = 1
-        # the same steps as Dialer._run (see there)
-        fusable = self._fusable_source() if advance is not None else None
-        known = False  # whether known_at is the fusable source's next event, still valid
-        known_at: datetime | None = None
-        while max_ticks is None or ticks < max_ticks:
-            now = self.clock.now()
-            still_known, known = known, False
-            if fusable is not None and not self._reconcile_due(now):
-                # virtual time, nothing to reconcile: the last event due now and the tick it
-                # triggers share one transaction (same steps, same order, one commit)
-                at = known_at if still_known else fusable.next_event_at()
-                if at is not None and at <= now:
-                    delivered, ticked, wake = await self._deliver_and_tick(fusable, now, wake)
-                    if ticked:
-                        ticks += 1
-                        continue
-                    if delivered:
-                        continue  # the tick was not due (_deliver_and_tick looked)
-                if wake is not None and wake <= now:
-                    # the engine's wake time has come (_tick_due, with nothing to reconcile)
-                    wake = await self.tick()
-                    ticks += 1
-                    continue
-                if at is not None and at <= now:
-                    at = fusable.next_event_at()  # it had nothing due after all: ask again
-                nxt = at if wake is None or (at is not None and at < wake) else wake
-                if self._recheck:
-                    nxt = self._next_wake(nxt, asked=True)
-                known_at = at
-                fused = True
-            else:
-                fused = False
-                delivered, freed = await self._deliver_due(now)
-                if freed or self._tick_due(now, wake):
-                    wake = await self.tick()
-                    ticks += 1
-                    continue
-                if delivered:
-                    continue
-                nxt = self._next_wake(wake)
-            if nxt is None or (until is not None and nxt > until):
-                break
-            if nxt > now:
-                if advance is not None:
-                    advance(nxt)
-                    known = fused
-                elif await self._sleep_until(nxt):
-                    wake = now
+        # the same loop as Dialer's (_Base._steps), each step awaited as it comes
+        steps = self._steps(advance, until, max_ticks)
+        try:
+            step, args = next(steps)
+            while True:
+                step, args = steps.send(await step(*args))
+        except StopIteration as done:
+            ticks: int = done.value
         return self._finish_run(started, placed0, applied0, ticks, advance, until)
 
     def _stop_requested(self) -> bool:
@@ -224,37 +182,29 @@ class AsyncDialer(_Base):
         n = freed = 0
         for source in self._event_sources():
             for event in source.due_events(now):
-                result = await self._db(self.core.apply_event, now, event)
-                freed += self._applied(result, event)
+                freed += await self._apply_event(now, event)
                 n += 1
         return n, freed
 
-    async def _deliver_and_tick(
-        self, source: EventSource, now: datetime, wake: datetime | None
-    ) -> tuple[int, bool, datetime | None]:
-        """:meth:`_deliver_due` then, when it frees a slot or something is due, the
-        tick, with the last event and the tick's first dispatch in one transaction.
-        Only for the fusable source at an instant with nothing to reconcile, where
-        the tick is due when the engine's ``wake`` time has come (:meth:`_tick_due`).
-        Returns (events delivered, whether it ticked, the wake time)."""
-        events = source.due_events(now)
-        if not events:
-            return 0, False, wake
-        freed = 0
-        last = len(events) - 1
-        for event in events[:last]:
-            result = await self._db(self.core.apply_event, now, event)
-            freed += self._applied(result, event)
-        event = events[last]
-        force = freed > 0 or (wake is not None and wake <= now)  # _tick_due: nothing to reconcile
+    async def _apply_event(self, now: datetime, event: CallEvent) -> int:
+        """Apply one event (in its own transaction); 1 when it freed a slot, else 0."""
+        return self._applied(await self._db(self.core.apply_event, now, event), event)
+
+    async def _apply_event_and_tick(
+        self, now: datetime, event: CallEvent, dispatch: bool, wake: datetime | None
+    ) -> tuple[bool, datetime | None]:
+        """Apply the last event due ``now`` and, when it frees a slot or ``dispatch``
+        (the tick is due), the tick it triggers: the event and the tick's first
+        dispatch in one transaction. Returns whether it ticked, and the wake time
+        (``wake`` when it did not)."""
         result, dispatched = await self._db(
-            partial(self.core.apply_event_and_dispatch, now, event, dispatch=force)
+            partial(self.core.apply_event_and_dispatch, now, event, dispatch=dispatch)
         )
         self._applied(result, event)
         if dispatched is None:
-            return len(events), False, wake
+            return False, wake
         claims, plan = dispatched
-        return len(events), True, await self._carry_on(now, claims, plan)
+        return True, await self._carry_on(now, claims, plan)
 
     async def _place(self, claim: Claim) -> None:
         async with self._placing:
@@ -273,32 +223,15 @@ class AsyncDialer(_Base):
 
     async def _dial_failed(self, claim: Claim, exc: ProviderError) -> None:
         decision = await self._db(self.core.record_dial_error, self.clock.now(), claim, exc)
-        self.log.warning(
-            "place_call_failed",
-            attempt=claim.attempt.id,
-            to=mask_phone(claim.request.to),
-            error=str(exc),
-            retryable=exc.retryable,
-            placed=exc.placed,
-        )
-        if decision.recheck_at is not None:
-            self._recheck[claim.attempt.id] = decision.recheck_at
+        self._dial_error_recorded(claim, exc, decision)
 
     async def _reconcile(self, now: datetime) -> None:
-        due = [aid for aid, t in self._recheck.items() if t <= now]
-        periodic = self._next_reconcile is None or self._next_reconcile <= now
-        if not due and not periodic:
+        todo = self._reconcile_todo(now)
+        if todo is None:
             return
-        for aid in due:
-            self._recheck.pop(aid, None)
-        targets: dict[str, tuple[str | None, str | None]] = {}
-        if periodic:
-            self._next_reconcile = now + self.reconcile_interval
-            for a in await self._db(self.core.unfinished, now):
-                targets[a.id] = (a.provider, a.external_call_id)
-        for aid in due:
-            targets.setdefault(aid, (None, None))
-        for aid, (name, external) in targets.items():
+        due, periodic = todo
+        unfinished = await self._db(self.core.unfinished, now) if periodic else []
+        for aid, (name, external) in _reconcile_targets(unfinished, due).items():
             await self._reconcile_one(now, aid, name, external)
 
     async def _reconcile_one(

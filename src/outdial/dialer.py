@@ -25,7 +25,7 @@ Two ways to run it:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +34,7 @@ import attrs
 import structlog
 
 from outdial.dispatch import Claim, DialerCore, EventResult, Placement
-from outdial.engine import Effect, Engine, Plan
+from outdial.engine import Effect, Engine, Plan, ResultDecision
 from outdial.errors import ProviderError, ProviderUnavailable
 from outdial.phone import mask_phone
 from outdial.ports import (
@@ -46,12 +46,30 @@ from outdial.ports import (
     Repository,
     SystemClock,
 )
+from outdial.recipient import Attempt
 from outdial.retry import RandomSource
 
 __all__ = ["Dialer", "RunSummary"]
 
+#: a step of ``run_until_idle`` that does I/O: a runner's method and its arguments
+#: (see :meth:`_Base._steps`)
+_Step = tuple[Callable[..., Any], tuple[Any, ...]]
+
 #: effects of an event that changed nothing (logged at debug level)
 _IGNORED = (Effect.DUPLICATE, Effect.STALE, Effect.LATE)
+#: the effect of an event that changed something (counted, not logged)
+_APPLIED = Effect.APPLIED
+
+
+def _reconcile_targets(
+    unfinished: Sequence[Attempt], due: list[str]
+) -> dict[str, tuple[str | None, str | None]]:
+    """The attempts to reconcile, in order, each with its provider and external call id
+    when known: the ``unfinished`` ones, then those whose recheck is ``due``."""
+    targets = {a.id: (a.provider, a.external_call_id) for a in unfinished}
+    for aid in due:
+        targets.setdefault(aid, (None, None))
+    return targets
 
 
 @attrs.frozen
@@ -71,6 +89,14 @@ class RunSummary:
 
 class _Base:
     """What the sync and async runners share (no I/O here)."""
+
+    # The steps of ``run_until_idle`` that do I/O (:meth:`_steps`): each runner has them,
+    # plain in :class:`Dialer`, coroutines in :class:`~outdial.aio.AsyncDialer`.
+    tick: Callable[[], Any]
+    _deliver_due: Callable[[datetime], Any]
+    _apply_event: Callable[[datetime, CallEvent], Any]
+    _apply_event_and_tick: Callable[[datetime, CallEvent, bool, datetime | None], Any]
+    _sleep_until: Callable[[datetime], Any]
 
     def __init__(
         self,
@@ -199,6 +225,125 @@ class _Base:
                 best = t
         return best
 
+    def _steps(
+        self,
+        advance: Callable[[datetime], object] | None,
+        until: datetime | None,
+        max_ticks: int | None,
+    ) -> Generator[_Step, Any, int]:
+        """The loop of ``run_until_idle``, the same for both runners, without its I/O.
+
+        A generator: it yields each step that does I/O as one of the runner's methods
+        and its arguments (``(self.tick, ())``); the runner does the step (calls it,
+        or awaits it) and sends the result back. Returns how many ticks ran. It
+        reads the clock, asks the event source when its next event is due and
+        moves a virtual clock (``advance``) itself: none of them waits.
+
+        In virtual time with one event source (:meth:`_fusable_source`), at an
+        instant with nothing to reconcile, the last event due and the tick it
+        triggers share one transaction (:meth:`_apply_event_and_tick`). A step
+        asks the source for its next event (``next_event_at``), and for the events
+        themselves (``due_events``) only once that instant has come. The answer
+        stays valid until anything happens (a delivery, a tick): moving the clock
+        changes nothing the source holds, so after a jump it is not asked again.
+        """
+        clock = self.clock
+        wake = yield self.tick, ()
+        ticks = 1
+        fusable = self._fusable_source() if advance is not None else None
+        at: datetime | None = None  # the fusable source's next event ...
+        known = False  # ... still valid: nothing happened since it was asked
+        while max_ticks is None or ticks < max_ticks:
+            now = clock.now()
+            # not self._reconcile_due(now), without the call when nothing is to be rechecked
+            next_reconcile = self._next_reconcile
+            if (
+                fusable is not None
+                and next_reconcile is not None
+                and next_reconcile > now
+                and not (self._recheck and self._reconcile_due(now))
+            ):
+                if known:
+                    known = False
+                else:
+                    at = fusable.next_event_at()
+                if at is not None and at <= now:
+                    events = fusable.due_events(now)
+                    if events:
+                        freed = 0
+                        if len(events) > 1:
+                            for event in events[:-1]:
+                                freed += yield self._apply_event, (now, event)
+                        # the tick is due (_tick_due, with nothing to reconcile) when a slot
+                        # is free or the engine's wake time has come
+                        due = freed > 0 or (wake is not None and wake <= now)
+                        last = events[-1]
+                        ticked, wake = yield self._apply_event_and_tick, (now, last, due, wake)
+                        if ticked:
+                            ticks += 1
+                        continue
+                if wake is not None and wake <= now:
+                    # the engine's wake time has come (_tick_due, with nothing to reconcile)
+                    wake = yield self.tick, ()
+                    ticks += 1
+                    continue
+                if at is not None and at <= now:
+                    at = fusable.next_event_at()  # it had nothing due after all: ask again
+                nxt = at if wake is None or (at is not None and at < wake) else wake
+                if self._recheck:
+                    nxt = self._next_wake(nxt, asked=True)
+                fused = True
+            else:
+                known = fused = False
+                delivered, freed = yield self._deliver_due, (now,)
+                if freed or self._tick_due(now, wake):
+                    # a call ended (its slot is free) or something is due: look again now
+                    wake = yield self.tick, ()
+                    ticks += 1
+                    continue
+                if delivered:
+                    continue
+                nxt = self._next_wake(wake)
+            if nxt is None or (until is not None and nxt > until):
+                break
+            if nxt > now:
+                if advance is not None:
+                    advance(nxt)
+                    known = fused
+                elif (yield self._sleep_until, (nxt,)):
+                    wake = now  # woken by an event: look at once
+        return ticks
+
+    def _reconcile_todo(self, now: datetime) -> tuple[list[str], bool] | None:
+        """What a tick at ``now`` reconciles first (None: nothing): the attempts whose
+        recheck is due, taken off the recheck list, and whether the periodic look over
+        unfinished attempts is due (the next one is then scheduled)."""
+        due = [aid for aid, t in self._recheck.items() if t <= now]
+        periodic = self._next_reconcile is None or self._next_reconcile <= now
+        if not due and not periodic:
+            return None
+        for aid in due:
+            self._recheck.pop(aid, None)
+        if periodic:
+            self._next_reconcile = now + self.reconcile_interval
+        return due, periodic
+
+    def _dial_error_recorded(
+        self, claim: Claim, exc: ProviderError, decision: ResultDecision
+    ) -> None:
+        """Log a dial that failed, once its error is recorded (``decision``), and
+        recheck it later when its fate is unknown."""
+        self.log.warning(
+            "place_call_failed",
+            attempt=claim.attempt.id,
+            to=mask_phone(claim.request.to),
+            error=str(exc),
+            retryable=exc.retryable,
+            placed=exc.placed,
+        )
+        if decision.recheck_at is not None:
+            self._recheck[claim.attempt.id] = decision.recheck_at
+
     def _applied(self, result: EventResult, event: CallEvent) -> int:
         """Count and log one applied event; 1 when it freed a slot, else 0."""
         effect = result.effect
@@ -272,15 +417,20 @@ class Dialer(_Base):
             for t in plan.transitions:
                 self.log.info("campaign_transition", campaign=t.campaign_id, action=str(t.action))
             if claims:
-                self._place_all(claims)
-            if plan.wake_at is not None and plan.wake_at <= now:
+                if self._pool is None or len(claims) == 1:
+                    for claim in claims:
+                        self._place(claim)
+                else:
+                    list(self._pool.map(self._place, claims))
+            wake_at = plan.wake_at
+            if wake_at is not None and wake_at <= now:
                 # the engine can do more right now (a campaign activated, recipients were
                 # skipped, more due recipients wait behind those it looked at)
                 self._flush_placed()
                 now = self.clock.now()
                 claims, plan = self.core.dispatch(now)
                 continue
-            return plan.wake_at
+            return wake_at
 
     def submit(self, event: CallEvent) -> EventResult:
         """Apply a provider event (e.g. from a webhook) and wake the dialer."""
@@ -331,79 +481,16 @@ class Dialer(_Base):
         until: datetime | None,
         max_ticks: int | None,
     ) -> int:
-        """The loop of :meth:`run_until_idle`; returns how many ticks it ran.
-
-        In virtual time with one event source (:meth:`_fusable_source`), a step
-        asks the source for its next event (``next_event_at``), and for the events
-        themselves (``due_events``) only once that instant has come. The answer
-        stays valid until anything happens (a delivery, a tick): moving the clock
-        changes nothing the source holds, so after a jump it is not asked again.
-        """
-        wake = self.tick()
-        ticks = 1
-        fusable = self._fusable_source() if advance is not None else None
-        known = False  # whether known_at is the fusable source's next event, still valid
-        known_at: datetime | None = None
-        while max_ticks is None or ticks < max_ticks:
-            now = self.clock.now()
-            still_known, known = known, False
-            # not self._reconcile_due(now), without the call when nothing is to be rechecked
-            next_reconcile = self._next_reconcile
-            if (
-                fusable is not None
-                and next_reconcile is not None
-                and next_reconcile > now
-                and not (self._recheck and self._reconcile_due(now))
-            ):
-                # virtual time, nothing to reconcile: the last event due now and the tick it
-                # triggers share one transaction (same steps, same order, one commit)
-                at = known_at if still_known else fusable.next_event_at()
-                if at is not None and at <= now:
-                    delivered, ticked, wake = self._deliver_and_tick(fusable, now, wake)
-                    if ticked:
-                        ticks += 1
-                        continue
-                    if delivered:
-                        continue  # the tick was not due (_deliver_and_tick looked)
-                if wake is not None and wake <= now:
-                    # the engine's wake time has come (_tick_due, with nothing to reconcile)
-                    wake = self.tick()
-                    ticks += 1
-                    continue
-                if at is not None and at <= now:
-                    at = fusable.next_event_at()  # it had nothing due after all: ask again
-                nxt = at if wake is None or (at is not None and at < wake) else wake
-                if self._recheck:
-                    nxt = self._next_wake(nxt, asked=True)
-                known_at = at
-                fused = True
-            else:
-                fused = False
-                delivered, freed = self._deliver_due(now)
-                if freed or self._tick_due(now, wake):
-                    # a call ended (its slot is free) or something is due: look again now
-                    wake = self.tick()
-                    ticks += 1
-                    continue
-                if delivered:
-                    continue
-                nxt = self._next_wake(wake)
-            if nxt is None or (until is not None and nxt > until):
-                break
-            if nxt > now:
-                if advance is not None:
-                    advance(nxt)
-                    known = fused
-                else:
-                    with self._cond:
-                        self._cond.wait_for(
-                            lambda: self._woken,
-                            timeout=(nxt - now).total_seconds(),
-                        )
-                        if self._woken:
-                            wake = now  # woken by an event: look at once
-                        self._woken = False
-        return ticks
+        """The loop of :meth:`run_until_idle` (:meth:`_steps`), each step done as it
+        comes; returns how many ticks it ran."""
+        steps = self._steps(advance, until, max_ticks)
+        try:
+            step, args = next(steps)
+            while True:
+                step, args = steps.send(step(*args))
+        except StopIteration as done:
+            ticks: int = done.value
+            return ticks
 
     def wake(self) -> None:
         """Make a waiting dialer look again at once."""
@@ -485,50 +572,44 @@ class Dialer(_Base):
         n = freed = 0
         for source in self._event_sources():
             for event in source.due_events(now):
-                result = self.core.apply_event(now, event)
-                freed += self._applied(result, event)
+                freed += self._apply_event(now, event)
                 n += 1
         return n, freed
 
-    def _deliver_and_tick(
-        self, source: EventSource, now: datetime, wake: datetime | None
-    ) -> tuple[int, bool, datetime | None]:
-        """:meth:`_deliver_due` then, when it frees a slot or something is due, the
-        tick, with the last event and the tick's first dispatch in one transaction.
-        Only for the fusable source at an instant with nothing to reconcile, where
-        the tick is due when the engine's ``wake`` time has come (:meth:`_tick_due`).
-        Returns (events delivered, whether it ticked, the wake time)."""
-        events = source.due_events(now)
-        if not events:
-            return 0, False, wake
-        freed = 0
-        last = len(events) - 1
-        if last:
-            self._flush_placed()
-            for event in events[:last]:
-                result = self.core.apply_event(now, event)
-                freed += self._applied(result, event)
-        event = events[last]
+    def _apply_event(self, now: datetime, event: CallEvent) -> int:
+        """Apply one event (in its own transaction); 1 when it freed a slot, else 0."""
+        self._flush_placed()
+        return self._applied(self.core.apply_event(now, event), event)
+
+    def _apply_event_and_tick(
+        self, now: datetime, event: CallEvent, dispatch: bool, wake: datetime | None
+    ) -> tuple[bool, datetime | None]:
+        """Apply the last event due ``now`` and, when it frees a slot or ``dispatch``
+        (the tick is due), the tick it triggers: the event and the tick's first
+        dispatch in one transaction. Returns whether it ticked, and the wake time
+        (``wake`` when it did not)."""
         # the placements not yet recorded go first in the same transaction (the list is
         # emptied when they are committed; if nothing was, the next flush records them)
         result, dispatched = self.core.apply_event_and_dispatch(
-            now,
-            event,
-            dispatch=freed > 0 or (wake is not None and wake <= now),
-            placed=self._placements,
+            now, event, dispatch=dispatch, placed=self._placements
         )
-        self._applied(result, event)
-        if dispatched is None:
-            return len(events), False, wake
-        claims, plan = dispatched
-        return len(events), True, self._carry_on(now, claims, plan)
-
-    def _place_all(self, claims: list[Claim]) -> None:
-        if self._pool is None or len(claims) == 1:
-            for claim in claims:
-                self._place(claim)
+        if result.effect is _APPLIED:
+            self.events_applied += 1  # what self._applied(result, event) does with it
         else:
-            list(self._pool.map(self._place, claims))
+            self._applied(result, event)
+        if dispatched is None:
+            return False, wake
+        claims, plan = dispatched
+        return True, self._carry_on(now, claims, plan)
+
+    def _sleep_until(self, when: datetime) -> bool:
+        """Wait until ``when`` or a wake-up (:meth:`wake`); True when woken."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._woken, timeout=(when - self.clock.now()).total_seconds()
+            )
+            woken, self._woken = self._woken, False
+        return woken
 
     def _place(self, claim: Claim) -> None:
         try:
@@ -562,37 +643,16 @@ class Dialer(_Base):
         self._flush_placed()
         now = self.clock.now()
         decision = self.core.record_dial_error(now, claim, exc)
-        self.log.warning(
-            "place_call_failed",
-            attempt=claim.attempt.id,
-            to=mask_phone(claim.request.to),
-            error=str(exc),
-            retryable=exc.retryable,
-            placed=exc.placed,
-        )
-        if decision.recheck_at is not None:
-            self._recheck[claim.attempt.id] = decision.recheck_at
+        self._dial_error_recorded(claim, exc, decision)
 
     def _reconcile(self, now: datetime) -> None:
-        due = [aid for aid, t in self._recheck.items() if t <= now]
-        periodic = self._next_reconcile is None or self._next_reconcile <= now
-        if not due and not periodic:
+        todo = self._reconcile_todo(now)
+        if todo is None:
             return
-        for aid in due:
-            self._recheck.pop(aid, None)
-        if periodic:
-            self._next_reconcile = now + self.reconcile_interval
-            attempts = self.core.unfinished(now)
-            targets = {a.id: a for a in attempts}
-        else:
-            targets = {}
-        for aid in due:
-            if aid not in targets:
-                targets[aid] = None  # type: ignore[assignment]
-        for aid, attempt in targets.items():
-            provider_name = attempt.provider if attempt is not None else None
-            external = attempt.external_call_id if attempt is not None else None
-            self._reconcile_one(now, aid, provider_name, external)
+        due, periodic = todo
+        unfinished = self.core.unfinished(now) if periodic else []
+        for aid, (name, external) in _reconcile_targets(unfinished, due).items():
+            self._reconcile_one(now, aid, name, external)
 
     def _reconcile_one(
         self, now: datetime, attempt_id: str, provider_name: str | None, external: str | None

@@ -108,6 +108,24 @@ _QUEUED = RecipientStatus.QUEUED
 _CALLING = RecipientStatus.CALLING
 _ERROR = CallOutcome.ERROR
 _OPTED_OUT = CallOutcome.OPTED_OUT
+_CALL_ENDED = CallStatus.ENDED  # ``event.status is _CALL_ENDED`` is ``event.final``
+
+
+#: ``timedelta(seconds=s)`` for the recipients' previous retry delays, which take few
+#: values (the policies' backoffs): building a timedelta costs ~10x a look-up. A key is
+#: the float itself, so its entry is always what ``timedelta(seconds=key)`` gives.
+_DELAYS: dict[float, timedelta] = {}
+
+
+def _delay_of(seconds: float) -> timedelta:
+    """``timedelta(seconds=seconds)``, built once per distinct value (see :data:`_DELAYS`)."""
+    delay = _DELAYS.get(seconds)
+    if delay is None:
+        delay = timedelta(seconds=seconds)
+        if len(_DELAYS) >= 1024:  # e.g. jittered backoffs: keep the table small
+            _DELAYS.clear()
+        _DELAYS[seconds] = delay
+    return delay
 
 
 def _int_map(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -666,7 +684,7 @@ class Engine:
         if seq is not None and seq <= attempt.last_sequence:
             return ResultDecision(Effect.STALE, reason=f"sequence {seq} already applied")
         last_seq = attempt.last_sequence if seq is None else seq
-        if not event.final:
+        if event.status is not _CALL_ENDED:  # not event.final
             changes: dict[str, Any] = {"last_sequence": last_seq}
             if attempt.status is AttemptStatus.DIALING:
                 changes.update(status=AttemptStatus.PLACED, placed_at=event.occurred_at or now)
@@ -730,7 +748,7 @@ class Engine:
             ended_at=ended_at,
             retryable=event.retryable,
             retry_after=event.retry_after,
-            previous_delay=None if prev_seconds is None else timedelta(seconds=prev_seconds),
+            previous_delay=None if prev_seconds is None else _delay_of(prev_seconds),
             rng=rng,
         )
         if isinstance(decision, RetryAt):
@@ -812,15 +830,16 @@ class Engine:
         (:meth:`RetryPolicy.may_retry <outdial.retry.RetryPolicy.may_retry>`), where the
         count and start instants of the attempts so far decide the retry. Otherwise the
         caller may pass an empty history: the decision is the same."""
-        return event.final and campaign.retry_policy.may_retry(
+        return event.status is _CALL_ENDED and campaign.retry_policy.may_retry(
             event.outcome or _ERROR, retryable=event.retryable
         )
 
     def needs_reconcile(self, attempt: Attempt, now: datetime) -> bool:
         """Whether an unfinished attempt is old enough to ask the provider about."""
-        if attempt.status is AttemptStatus.DIALING:
+        status = attempt.status
+        if status is _DIALING:
             return now - attempt.created_at >= self.config.dial_confirm_timeout
-        if attempt.status is AttemptStatus.PLACED:
+        if status is _PLACED:
             return now - attempt.created_at >= self.config.call_timeout
         return False
 
@@ -853,7 +872,7 @@ class Engine:
         error: str | None = None,
     ) -> ResultDecision:
         attempts = recipient.attempts if counted else max(0, recipient.attempts - 1)
-        if isinstance(decision, RetryAt) and campaign.status.final:
+        if isinstance(decision, RetryAt) and campaign.status in _FINAL_CAMPAIGN:
             decision = Final(RecipientStatus.SKIPPED, outcome, f"campaign {campaign.status.value}")
         # fields not given keep the recipient's value (what moved_to would leave alone)
         if outcome is None:
@@ -976,13 +995,14 @@ def _counted_starts(history: Sequence[Attempt], include: Attempt) -> list[dateti
     """Start instants of the attempts that count against the budget (test calls and
     calls that were never placed do not)."""
     include_id = include.id
-    starts = [
-        a.created_at
-        for a in history
-        if a.id != include_id
-        and not a.test_call
-        and (a.outcome is not None or a.status is not _ENDED)
-    ]
+    starts = []  # a loop: cheaper than a list comprehension for the few attempts of a recipient
+    for a in history:
+        if (
+            a.id != include_id
+            and not a.test_call
+            and (a.outcome is not None or a.status is not _ENDED)
+        ):
+            starts.append(a.created_at)
     starts.append(include.created_at)  # in place of its version in ``history``, if any
     if len(starts) > 1:
         starts.sort()

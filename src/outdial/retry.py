@@ -488,6 +488,8 @@ _retry_at = maker(RetryAt, "at", "delay", "reason")
 _final = maker(Final, "status", "outcome", "reason")
 _COMPLETED = RecipientStatus.COMPLETED
 _FAILED = RecipientStatus.FAILED
+#: the outcomes whose ``connected`` is true (read by decide: cheaper than the property)
+_CONNECTED = frozenset(outcome for outcome in CallOutcome if outcome.connected)
 
 
 # -- the policy ----------------------------------------------------------------------------
@@ -616,8 +618,14 @@ class RetryPolicy:
             raise ConfigurationError(
                 "attempts", list(attempts), "must include the attempt that just ended"
             )
-        starts = [s if s.tzinfo is UTC else to_utc(s, "attempts") for s in attempts]
-        connected = outcome.connected
+        # kept as given when all in UTC (the usual case; a loop is cheaper than a list
+        # comprehension for the one to three of them)
+        starts: Sequence[datetime] = attempts
+        for start in attempts:
+            if start.tzinfo is not UTC:
+                starts = [to_utc(s, "attempts") for s in attempts]
+                break
+        connected = outcome in _CONNECTED  # outcome.connected
         final_status = _COMPLETED if connected else _FAILED
 
         if outcome not in self.retry_on:

@@ -75,7 +75,11 @@ class VirtualClock:
         raises ``ValueError`` naming both instants.
         """
         target = t if t.tzinfo is UTC else to_utc(t, "VirtualClock.advance_to")
-        with self._lock:
+        # acquire and release rather than ``with`` (which looks up and binds the lock's
+        # __enter__ and __exit__ on every use): a simulation calls this once per event
+        lock = self._lock
+        lock.acquire()
+        try:
             if target < self._now:
                 raise ValueError(
                     f"VirtualClock cannot go backwards: it is {self._now.isoformat()}, "
@@ -83,3 +87,5 @@ class VirtualClock:
                 )
             self._now = target
             return target
+        finally:
+            lock.release()

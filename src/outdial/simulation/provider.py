@@ -523,7 +523,8 @@ class SimulatedProvider:
             for outcome, (rings, picks_up, ring, talk) in _SHAPES.items()
         }
 
-        self._last_offset: tuple[datetime, int] = (self._base, 0)
+        self._last_offset: tuple[datetime, int] = (self._base, 0)  # see _offset
+        self._last_instant: tuple[int, datetime] = (0, self._base + _US * 0)  # see _instant
         # values every call shares, copied with only what differs (cheaper than __init__)
         self._placed = PlacedCall(name, "", CallStatus.QUEUED)
         self._ended = CallEvent(provider=name, status=CallStatus.ENDED)
@@ -531,7 +532,8 @@ class SimulatedProvider:
         self._ends: list[_End] = []  # when calls really end: in-flight bookkeeping
         self._ticket = itertools.count()  # ties broken in scheduling order
         self._calls = _Calls()
-        self._by_attempt: dict[str, int] = {}  # attempt id -> call index
+        self._by_attempt: dict[str, int] = {}  # attempt id -> call index, see _attempt_index
+        self._attempts_indexed = 0  # how many calls _by_attempt covers
         self._tries: dict[bytes, int] = {}
         self._number_fates: dict[str, CallOutcome | None] = {}  # see _number_fate
         self._live_by_number: dict[str, int] = {}
@@ -561,10 +563,18 @@ class SimulatedProvider:
         a simulated :class:`~outdial.errors.ProviderUnavailable`."""
         now = self._offset(self._clock.now())
         key = f"{request.to}:{request.attempt_number}".encode()
-        with self._lock:
+        # acquire and release rather than ``with``: a with statement looks up and binds
+        # the lock's __enter__ and __exit__ on every use, which costs as much as the
+        # locking itself, and this method, next_event_at, due_events and the virtual
+        # clock's advance_to each run once per simulated call
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._faults:
                 self._maybe_fail(request, key, now)
             index = self._start(request, key, now)
+        finally:
+            lock.release()
         return _placed_call(self._placed, self._calls.external_id[index])
 
     def cancel_call(self, external_call_id: str) -> None:
@@ -609,7 +619,7 @@ class SimulatedProvider:
             if external_call_id is not None:
                 i = self._index_of(external_call_id)
             if i is None:
-                i = self._by_attempt.get(attempt_id)
+                i = self._attempt_index(attempt_id)
             if i is None:
                 return None
             calls = self._calls
@@ -633,12 +643,16 @@ class SimulatedProvider:
 
     def next_event_at(self) -> datetime | None:
         """When the earliest undelivered event is due (``None``: nothing pending)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: see place_call
+        try:
             events = self._events
             if self._calls.cancelled:  # only a cancel makes entries stale
                 while events and self._stale(events[0]):
                     heappop(events)
-            return self._base + _US * events[0][0] if events else None
+            return self._instant(events[0][0]) if events else None
+        finally:
+            lock.release()
 
     def due_events(self, now: datetime) -> list[CallEvent]:
         """Remove and return every event due by ``now``, in delivery order
@@ -648,7 +662,9 @@ class SimulatedProvider:
         limit = self._offset(now)
         events = self._events
         out: list[CallEvent] = []
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: see place_call
+        try:
             if not events or events[0][0] > limit:
                 return out  # nothing due
             event = self._event
@@ -662,6 +678,8 @@ class SimulatedProvider:
                 while events and events[0][0] <= limit:
                     entry = heappop(events)
                     out.append(event(entry[3], entry[2]))
+        finally:
+            lock.release()
         return out
 
     # -- observations ---------------------------------------------------------------------------
@@ -722,7 +740,24 @@ class SimulatedProvider:
         ids = self._calls.external_id
         return index if 0 <= index < len(ids) and ids[index] == external_call_id else None
 
+    def _attempt_index(self, attempt_id: str) -> int | None:
+        """The index of the last call placed for ``attempt_id``, None when there is none.
+
+        The look-up table is brought up to date here, from the attempt id column, rather
+        than on every placement (only ``fetch_call`` by attempt id needs it): the calls
+        placed since the last look-up are added in placement order, so a later call of
+        the same attempt wins, exactly as if each placement had added itself."""
+        by_attempt = self._by_attempt
+        ids = self._calls.attempt_id
+        placed = len(ids)
+        for index in range(self._attempts_indexed, placed):
+            by_attempt[ids[index]] = index
+        self._attempts_indexed = placed
+        return by_attempt.get(attempt_id)
+
     def _offset(self, t: datetime) -> int:
+        """``t`` in microseconds since the base instant. The last pair asked for (or
+        made by :meth:`_instant`) is kept: a step asks again for the same ``now``."""
         last = self._last_offset  # one tuple, so threads never see a torn pair
         if last[0] is t:
             return last[1]
@@ -731,7 +766,18 @@ class SimulatedProvider:
         return offset
 
     def _instant(self, offset: int) -> datetime:
-        return self._base + _US * offset
+        """The instant ``offset`` microseconds after the base. The last one made is
+        kept: the final event of a call is due at the instant ``next_event_at``
+        announced, which the runner then hands back as ``now`` (so that instant is
+        also remembered for :meth:`_offset`). Both are pure functions of ``offset``
+        and ``t`` (the base never changes), so neither pair can go stale."""
+        last = self._last_instant
+        if last[0] == offset:
+            return last[1]
+        t = self._base + _US * offset
+        self._last_instant = (offset, t)
+        self._last_offset = (t, offset)
+        return t
 
     def _maybe_fail(self, request: DialRequest, key: bytes, now: int) -> None:
         p = self.profile
@@ -796,7 +842,7 @@ class SimulatedProvider:
         ended = now + ring + round(talk * 1_000_000)
 
         self.calls_placed = placed = self.calls_placed + 1
-        external_id = f"SIM-{placed:06d}"
+        external_id = "SIM-" + str(placed).zfill(6)  # f"SIM-{placed:06d}", without a format spec
         # a new position in every column (see _Calls)
         calls = self._calls
         index = len(calls.ended)
@@ -811,14 +857,14 @@ class SimulatedProvider:
         calls.ended.append(ended)
         calls.outcome.append(outcome)
         calls.duration.append(talk)
-        self._by_attempt[attempt_id] = index
 
         # in-flight bookkeeping (the truth, not what was delivered)
         ends = self._ends
         if ends and ends[0][0] <= now:
             self._settle(now)
         self._in_flight = in_flight = self._in_flight + 1
-        self.max_concurrent = max(self.max_concurrent, in_flight)
+        most = self.max_concurrent
+        self.max_concurrent = in_flight if in_flight > most else most  # max(), no builtin call
         live = self._live_by_number
         if number in live:
             self.overlapping_calls += 1
@@ -903,7 +949,7 @@ class SimulatedProvider:
                 outcome,
                 retryable,
                 seq,
-                self._base + _US * calls.ended[index],
+                self._instant(calls.ended[index]),
                 calls.duration[index],
                 _RAW_STATUS[outcome],
                 error,

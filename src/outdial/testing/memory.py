@@ -92,6 +92,13 @@ def _utc(value: datetime, where: str) -> datetime:
     return value if value.tzinfo is UTC else to_utc(value, where)
 
 
+def _start(attempt: Attempt) -> datetime:
+    """``attempt.created_at`` in UTC (``_utc``, inline: a sort key, called for every
+    attempt in flight)."""
+    at = attempt.created_at
+    return at if at.tzinfo is UTC else to_utc(at, "attempt.created_at")
+
+
 def _due_utc(recipient: Recipient) -> datetime | None:
     at = recipient.next_attempt_at
     return None if at is None else _utc(at, "recipient.next_attempt_at")
@@ -519,28 +526,30 @@ class InMemoryUnitOfWork:
         due = recipient.next_attempt_at
         if due is not None and due.tzinfo is not UTC:
             due = _utc(due, "recipient.next_attempt_at")
+        # Checked: from here on nothing raises.
         new = recipient if recipient.seq == stored.seq else replace(recipient, seq=stored.seq)
         new_status = new.status
         s.recipients[new.id] = new
         if phone_changed:
             index.phones.discard(stored.phone)
             index.phones.add(new.phone)
-        answered_delta = 0
-        if old_status is _COMPLETED or new_status is _COMPLETED:
-            # _answered(new) - _answered(stored), inline
+        counts = index.counts
+        if old_status is not new_status:
+            # index.move(old_status, new_status, ...), inline
+            counts[_SLOT[old_status]] -= 1
+            counts[_SLOT[new_status]] += 1
+            index._frozen = None
+        added = None  # whether the outcome counts got a new key (None: they did not move)
+        if old_status in _FINAL or new_status in _FINAL:
+            # answered and outcome counts (only a final recipient counts in them):
+            # _answered(new) - _answered(stored), _final_outcome(stored) and
+            # _final_outcome(new), inline
             answered_delta = (new_status is _COMPLETED and new.outcome is _ANSWERED_OUTCOME) - (
                 old_status is _COMPLETED and stored.outcome is _ANSWERED_OUTCOME
             )
-        if old_status is not new_status or answered_delta:
-            # index.move(old_status, new_status, answered_delta), inline
-            counts = index.counts
-            counts[_SLOT[old_status]] -= 1
-            counts[_SLOT[new_status]] += 1
             if answered_delta:
                 counts[_ANSWERED] += answered_delta
-            index._frozen = None
-        moved = None  # (old outcome, new outcome, whether the new one was a new key)
-        if old_status in _FINAL or new_status in _FINAL:
+                index._frozen = None
             old_outcome = stored.outcome if old_status in _FINAL else None
             new_outcome = new.outcome if new_status in _FINAL else None
             if old_outcome is not new_outcome:
@@ -553,7 +562,6 @@ class InMemoryUnitOfWork:
                     count = outcomes.get(new_outcome)
                     added = count is None
                     outcomes[new_outcome] = 1 if count is None else count + 1
-                moved = (old_outcome, new_outcome, added)
         if new_status is _PENDING:
             if not (
                 old_status is _PENDING
@@ -562,7 +570,7 @@ class InMemoryUnitOfWork:
             ):
                 # _push(index, new), inline
                 if due is None:
-                    heapq.heappush(index.ready, _ready_key(new.priority, new.seq))
+                    heapq.heappush(index.ready, -new.priority * _SPAN + new.seq)  # _ready_key
                 else:
                     heapq.heappush(index.waiting, (due, new.seq))
         elif old_status is _PENDING:
@@ -571,27 +579,22 @@ class InMemoryUnitOfWork:
             ready = index.ready
             if ready and ready[0] == -stored.priority * _SPAN + stored.seq:  # its _ready_key
                 heapq.heappop(ready)
-        self._journal.append(
-            (_UoW._unsave_recipient, self, index, stored, new, answered_delta, moved)
-        )
+        self._journal.append((_unsave_recipient, self, stored, new, added))
 
-    def _unsave_recipient(
-        self,
-        index: _CampaignIndex,
-        stored: Recipient,
-        new: Recipient,
-        answered_delta: int,
-        moved: tuple[CallOutcome | None, CallOutcome | None, bool] | None,
-    ) -> None:
-        """Undo :meth:`save_recipient` (``stored`` was replaced by ``new``)."""
-        self._s.recipients[stored.id] = stored
+    def _unsave_recipient(self, stored: Recipient, new: Recipient, added: bool | None) -> None:
+        """Undo :meth:`save_recipient` (``stored`` was replaced by ``new``; ``added``:
+        whether that gave the outcome counts a new key, None if they did not move)."""
+        s = self._s
+        index = s.indexes[stored.campaign_id]
+        s.recipients[stored.id] = stored
         if new.phone != stored.phone:
             index.phones.discard(new.phone)
             index.phones.add(stored.phone)
+        answered_delta = _answered(stored) - _answered(new)
         if new.status is not stored.status or answered_delta:
-            index.move(new.status, stored.status, -answered_delta)
-        if moved is not None:  # the outcome counts back as they were, keys included
-            old_outcome, new_outcome, added = moved
+            index.move(new.status, stored.status, answered_delta)
+        if added is not None:  # the outcome counts back as they were, keys included
+            old_outcome, new_outcome = _final_outcome(stored), _final_outcome(new)
             outcomes = index.outcomes
             if new_outcome is not None:
                 if added:
@@ -721,16 +724,12 @@ class InMemoryUnitOfWork:
             if key == last:
                 pop(ready)
                 continue  # a duplicate entry of the recipient just taken
-            negative_priority, seq = divmod(key, _SPAN)
-            # the pending recipient at ``seq`` (``_pending_at``, inline: entries are
-            # never removed, so each is checked against the recipient's current state)
+            seq = key % _SPAN
+            # the pending recipient at ``seq`` (``_pending_at``) with the entry's priority
+            # (its ``_ready_key`` is the key), inline: entries are never removed, so each
+            # is checked against the recipient's current state
             rec = recipients.get(order[seq - 1]) if 0 < seq <= size else None
-            if (
-                rec is None
-                or rec.status is not _PENDING
-                or rec.seq != seq
-                or rec.priority != -negative_priority
-            ):
+            if rec is None or rec.status is not _PENDING or -rec.priority * _SPAN + rec.seq != key:
                 pop(ready)
                 continue  # stale entry
             due = rec.next_attempt_at
@@ -754,13 +753,13 @@ class InMemoryUnitOfWork:
                 count = len(ready)
                 j = 2 if count > 2 and ready[2] < ready[1] else 1
                 if j < count and ready[j] != key:
-                    negative_priority, seq = divmod(ready[j], _SPAN)
+                    child = ready[j]
+                    seq = child % _SPAN
                     rec = recipients.get(order[seq - 1]) if 0 < seq <= size else None
                     if (
                         rec is not None
                         and rec.status is _PENDING
-                        and rec.seq == seq
-                        and rec.priority == -negative_priority
+                        and -rec.priority * _SPAN + rec.seq == child
                         and (
                             rec.next_attempt_at is None
                             or _utc(rec.next_attempt_at, "recipient.next_attempt_at") <= now
@@ -923,9 +922,9 @@ class InMemoryUnitOfWork:
         s = self._s
         aid = new.id
         s.attempts[aid] = new
-        old_provider, old_external = old.provider, old.external_call_id
         new_provider, new_external = new.provider, new.external_call_id
-        if old_external is not new_external or old_provider is not new_provider:
+        if new_external is not old.external_call_id or new_provider is not old.provider:
+            old_provider, old_external = old.provider, old.external_call_id
             if (
                 old_provider is not None
                 and old_external is not None
@@ -938,18 +937,16 @@ class InMemoryUnitOfWork:
         was, now = old.status is not _ENDED, new.status is not _ENDED
         unfinished = s.unfinished
         if was:
-            del unfinished[aid]
-        if now:
-            unfinished[aid] = None
-        if was == now:
+            del unfinished[aid]  # (and back at the end if still in flight, as _attach puts it)
             if now:
+                unfinished[aid] = None
                 return  # in flight before and after: no counter moves
-        elif was:
             s.in_flight_total -= 1
             _decrement(s.in_flight_workspace, new.workspace_id)
             if not new.test_call:
                 _decrement(s.in_flight_campaign, new.campaign_id)
-        else:
+        elif now:
+            unfinished[aid] = None
             s.in_flight_total += 1
             s.in_flight_workspace[new.workspace_id] = (
                 s.in_flight_workspace.get(new.workspace_id, 0) + 1
@@ -996,7 +993,7 @@ class InMemoryUnitOfWork:
         if attempt.external_call_id is not None:
             self._check_external(attempt)
         self._attach(attempt)
-        self._journal.append((_UoW._detach, self, attempt))
+        self._journal.append((_detach, self, attempt))
 
     def add_claims(self, claims: Sequence[tuple[Attempt, Recipient, Recipient]]) -> None:
         """``add_attempt(attempt); save_recipient(recipient, previous)`` for each claim, in
@@ -1049,7 +1046,7 @@ class InMemoryUnitOfWork:
             ):
                 self._check_external(attempt)
             self._swap(stored, attempt)
-            self._journal.append((_UoW._swap, self, attempt, stored))
+            self._journal.append((_swap, self, attempt, stored))
             return
         created_at = attempt.created_at
         if created_at.tzinfo is not UTC:
@@ -1137,12 +1134,8 @@ class InMemoryUnitOfWork:
         first."""
         s = self._s
         started_before = _utc(started_before, "started_before")
-        found = [
-            a
-            for a in (s.attempts[i] for i in s.unfinished)
-            if _utc(a.created_at, "") < started_before
-        ]
-        found.sort(key=lambda a: _utc(a.created_at, ""))
+        found = [a for a in map(s.attempts.__getitem__, s.unfinished) if _start(a) < started_before]
+        found.sort(key=_start)
         return found
 
     # -- suppression ------------------------------------------------------------------
@@ -1202,8 +1195,11 @@ def _in_order(attempts: list[Attempt]) -> bool:
     return True
 
 
-#: undo steps are ``(_UoW.method, uow, ...)``: one tuple each (no bound method)
-_UoW = InMemoryUnitOfWork
+#: undo steps are ``(function, uow, ...)``, the function one of these methods: one tuple
+#: each (no bound method)
+_unsave_recipient = InMemoryUnitOfWork._unsave_recipient
+_swap = InMemoryUnitOfWork._swap
+_detach = InMemoryUnitOfWork._detach
 
 
 def _undo_to(journal: list[_Undo], mark: int) -> None:
@@ -1244,8 +1240,7 @@ class InMemoryRepository:
 
     def __init__(self) -> None:
         self._store = _Store()
-        self._lock = threading.RLock()
-        self._uow: InMemoryUnitOfWork | None = None  # the open outermost block's
+        self._transaction = _Transaction(self._store, threading.RLock())
 
     def transaction(self, *, dispatch_lock: bool = False) -> _Transaction:
         """Open a unit of work; commit when the block exits, roll back on an exception.
@@ -1256,28 +1251,34 @@ class InMemoryRepository:
         block's unit of work (as the SQL adapter does), and its exception undoes
         only the changes made inside it.
         """
-        return _Transaction(self)
+        return self._transaction
 
 
 class _Transaction:
-    """The context manager :meth:`InMemoryRepository.transaction` returns (a class, not a
-    generator: it is entered twice per call attempt, once for a savepoint)."""
+    """The context manager :meth:`InMemoryRepository.transaction` returns: one per
+    repository, made once (it is entered twice per call attempt, once for a savepoint).
 
-    __slots__ = ("_mark", "_repo", "_uow")
+    What it keeps from ``__enter__`` to ``__exit__`` (the open unit of work, where each
+    open savepoint began) is read and changed only with the lock held, so the blocks
+    of several threads share it safely; blocks on one thread nest, so the savepoints
+    end in the reverse order they began.
+    """
 
-    def __init__(self, repo: InMemoryRepository) -> None:
-        self._repo = repo
+    __slots__ = ("_lock", "_marks", "_store", "_uow")
+
+    def __init__(self, store: _Store, lock: threading.RLock) -> None:
+        self._store = store
+        self._lock = lock
+        self._uow: InMemoryUnitOfWork | None = None  # the open outermost block's
+        self._marks: list[int] = []  # journal lengths where the open savepoints began
 
     def __enter__(self) -> InMemoryUnitOfWork:
-        repo = self._repo
-        repo._lock.acquire()
-        uow = repo._uow
+        self._lock.acquire()
+        uow = self._uow
         if uow is None:  # the outermost block (the lock is this thread's alone)
-            uow = repo._uow = InMemoryUnitOfWork(repo._store, [])
-            self._mark = -1
+            uow = self._uow = InMemoryUnitOfWork(self._store, [])
         else:  # a savepoint: undo down to this mark on an exception
-            self._mark = len(uow._journal)
-        self._uow = uow
+            self._marks.append(len(uow._journal))
         return uow
 
     def __exit__(
@@ -1287,20 +1288,26 @@ class _Transaction:
         tb: TracebackType | None,
     ) -> None:
         uow = self._uow
-        outer = self._mark < 0
+        assert uow is not None  # entered: the lock is held
+        marks = self._marks
+        if marks:  # a savepoint ends
+            try:
+                if exc_type is not None:
+                    _undo_to(uow._journal, marks[-1])
+            finally:
+                marks.pop()
+                self._lock.release()
+            return
         try:
             if exc_type is not None:
-                journal = uow._journal
-                mark = 0 if outer else self._mark
-                _undo_to(journal, mark)
+                _undo_to(uow._journal, 0)
         finally:
-            if outer:
-                uow._s = _CLOSED
-                self._repo._uow = None
-                # the undo steps refer to the unit of work, which refers to the journal:
-                # empty it so all of them are freed now, not by a later garbage collection
-                uow._journal.clear()
-            self._repo._lock.release()
+            uow._s = _CLOSED
+            self._uow = None
+            # the undo steps refer to the unit of work, which refers to the journal:
+            # empty it so all of them are freed now, not by a later garbage collection
+            uow._journal.clear()
+            self._lock.release()
 
 
 if TYPE_CHECKING:
