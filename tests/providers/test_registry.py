@@ -178,3 +178,27 @@ def test_a_half_configured_provider_is_a_configuration_error() -> None:
 def test_from_env_takes_a_prefix() -> None:
     provider = VapiProvider.from_env(prefix="SECOND_VAPI_", environ={"SECOND_VAPI_API_KEY": "k2"})
     assert provider.base_url == "https://api.vapi.ai"
+
+
+@pytest.mark.parametrize(
+    ("cls", "prefix", "default_url"),
+    [
+        (VapiProvider, "VAPI_", "https://api.vapi.ai"),
+        (RetellProvider, "RETELL_", "https://api.retellai.com"),
+        (ElevenLabsProvider, "ELEVENLABS_", "https://api.elevenlabs.io"),
+    ],
+)
+def test_an_api_key_provider_reads_its_key_and_base_url_from_env(
+    cls: type[VapiProvider] | type[RetellProvider] | type[ElevenLabsProvider],
+    prefix: str,
+    default_url: str,
+) -> None:
+    assert cls.from_env(environ={f"{prefix}API_KEY": "k"}).base_url == default_url
+    # an empty base URL is unset, not a URL
+    empty = {f"{prefix}API_KEY": "k", f"{prefix}BASE_URL": ""}
+    assert cls.from_env(environ=empty).base_url == default_url
+    moved = {f"{prefix}API_KEY": "k", f"{prefix}BASE_URL": "http://127.0.0.1:8080"}
+    assert cls.from_env(environ=moved).base_url == "http://127.0.0.1:8080"
+    for missing in ({}, {f"{prefix}API_KEY": ""}):
+        with pytest.raises(ConfigurationError, match=f"{prefix}API_KEY"):
+            cls.from_env(environ=missing)

@@ -40,6 +40,7 @@ import enum
 import functools
 import json
 import math
+import os
 import re
 import ssl
 import threading
@@ -74,6 +75,7 @@ __all__ = [
     "Outgoing",
     "SyncHttpProvider",
     "TokenBucket",
+    "api_key_from_env",
     "cannot_tell",
     "parse_retry_after",
     "redact",
@@ -262,6 +264,20 @@ def _http_date(text: str) -> datetime | None:
     except (TypeError, ValueError, IndexError):
         return None
     return at if at.tzinfo is not None else at.replace(tzinfo=_UTC)
+
+
+def api_key_from_env(
+    prefix: str, environ: Mapping[str, str] | None = None
+) -> tuple[str, str | None]:
+    """``{prefix}API_KEY`` and ``{prefix}BASE_URL`` from ``environ`` (``os.environ`` when
+    None): what ``from_env`` of a provider that authenticates with one API key reads.
+    The base URL is None when unset or empty; a missing or empty key raises
+    :class:`~outdial.errors.ConfigurationError` naming the variable."""
+    env = os.environ if environ is None else environ
+    key = env.get(f"{prefix}API_KEY")
+    if not key:
+        raise ConfigurationError(f"{prefix}API_KEY", None, "is not set")
+    return key, env.get(f"{prefix}BASE_URL") or None
 
 
 def cannot_tell(provider: str, reason: str) -> ProviderUnavailable:

@@ -15,7 +15,6 @@ with v0 = HMAC-SHA256(secret, f"{t}.{body}"), within 30 minutes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -45,6 +44,7 @@ from outdial.providers._http import (
     SyncHttpProvider,
     TokenBucket,
     TransportT,
+    api_key_from_env,
     redact,
 )
 from outdial.providers._signing import (
@@ -241,11 +241,8 @@ class _ElevenLabsApi(HttpApi[TransportT]):
         **kw: Any,
     ) -> _T:
         """Build from ``{prefix}API_KEY`` and ``{prefix}BASE_URL`` (optional)."""
-        env = os.environ if environ is None else environ
-        key = env.get(f"{prefix}API_KEY")
-        if not key:
-            raise ConfigurationError(f"{prefix}API_KEY", None, "is not set")
-        return cls(key, base_url=env.get(f"{prefix}BASE_URL") or ELEVENLABS_API, **kw)
+        key, base_url = api_key_from_env(prefix, environ)
+        return cls(key, base_url=base_url or ELEVENLABS_API, **kw)
 
     @staticmethod
     def webhook(*, secret: str, tolerance: timedelta = timedelta(minutes=30)) -> ElevenLabsWebhook:

@@ -12,7 +12,6 @@ to ``retell_llm_dynamic_variables`` and ``metadata`` carries the attempt id.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -41,6 +40,7 @@ from outdial.providers._http import (
     SyncHttpProvider,
     TokenBucket,
     TransportT,
+    api_key_from_env,
 )
 from outdial.providers._signing import (
     check_fresh,
@@ -253,11 +253,8 @@ class _RetellApi(HttpApi[TransportT]):
         cls: type[_T], prefix: str = "RETELL_", environ: Mapping[str, str] | None = None, **kw: Any
     ) -> _T:
         """Build from ``{prefix}API_KEY`` and ``{prefix}BASE_URL`` (optional)."""
-        env = os.environ if environ is None else environ
-        key = env.get(f"{prefix}API_KEY")
-        if not key:
-            raise ConfigurationError(f"{prefix}API_KEY", None, "is not set")
-        return cls(key, base_url=env.get(f"{prefix}BASE_URL") or RETELL_API, **kw)
+        key, base_url = api_key_from_env(prefix, environ)
+        return cls(key, base_url=base_url or RETELL_API, **kw)
 
     def webhook(self, *, tolerance: timedelta = timedelta(minutes=5)) -> RetellWebhook:
         """The verifier for this account's webhooks (signed with the API key)."""

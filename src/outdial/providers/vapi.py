@@ -17,7 +17,6 @@ algorithm, encoding) and the legacy ``x-vapi-secret`` shared secret.
 from __future__ import annotations
 
 import base64
-import os
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -49,6 +48,7 @@ from outdial.providers._http import (
     SyncHttpProvider,
     TokenBucket,
     TransportT,
+    api_key_from_env,
     unsupported,
 )
 from outdial.providers._signing import (
@@ -440,11 +440,8 @@ class _VapiApi(HttpApi[TransportT]):
         cls: type[_T], prefix: str = "VAPI_", environ: Mapping[str, str] | None = None, **kw: Any
     ) -> _T:
         """Build from ``{prefix}API_KEY`` and ``{prefix}BASE_URL`` (optional)."""
-        env = os.environ if environ is None else environ
-        key = env.get(f"{prefix}API_KEY")
-        if not key:
-            raise ConfigurationError(f"{prefix}API_KEY", None, "is not set")
-        return cls(key, base_url=env.get(f"{prefix}BASE_URL") or VAPI_API, **kw)
+        key, base_url = api_key_from_env(prefix, environ)
+        return cls(key, base_url=base_url or VAPI_API, **kw)
 
     @staticmethod
     def webhook(
