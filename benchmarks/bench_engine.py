@@ -5,6 +5,7 @@ Run: ``python benchmarks/bench_engine.py [--quick]``. Prints one row per figure.
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import statistics
@@ -33,10 +34,17 @@ UTC = timezone.utc
 START = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 
 
-def throughput(n: int, timer: Callable[[], float] = time.perf_counter) -> tuple[float, int, float]:
+def throughput(
+    n: int,
+    timer: Callable[[], float] = time.perf_counter,
+    gc_seconds: list[float] | None = None,
+) -> tuple[float, int, float]:
     """A whole n-recipient campaign with retries, in virtual time: attempts per second of
     ``timer`` (wall time by default; ``time.process_time`` for this process's CPU time,
-    which the other processes of a shared machine disturb less)."""
+    which the other processes of a shared machine disturb less).
+
+    ``gc_seconds``: a list of three zeros, which gets the wall time the garbage
+    collector spent in each generation's collections during the run (setup excluded)."""
     clock = VirtualClock(START)
     repo = InMemoryRepository()
     provider = SimulatedProvider(clock, SimulationProfile(), seed=1)
@@ -52,10 +60,30 @@ def throughput(n: int, timer: Callable[[], float] = time.perf_counter) -> tuple[
     )
     service.start("bench", campaign.id)
     dialer = Dialer(repo, provider, clock=clock, rng=random.Random(1))
-    t0 = timer()
-    summary = dialer.run_until_idle()
-    wall = timer() - t0
+    callback = None if gc_seconds is None else _gc_timer(gc_seconds)
+    if callback is not None:
+        gc.callbacks.append(callback)
+    try:
+        t0 = timer()
+        summary = dialer.run_until_idle()
+        wall = timer() - t0
+    finally:
+        if callback is not None:
+            gc.callbacks.remove(callback)
     return summary.calls_placed / wall, summary.calls_placed, wall
+
+
+def _gc_timer(totals: list[float]) -> Callable[[str, dict[str, int]], None]:
+    """A ``gc.callbacks`` entry adding each collection's duration to ``totals[generation]``."""
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            totals[info["generation"]] += time.perf_counter() - started[0]
+
+    return callback
 
 
 def _campaign_with(n: int) -> tuple[InMemoryRepository, Campaign]:
@@ -187,12 +215,22 @@ def run(quick: bool = False) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     n = 10_000 if quick else 100_000
     rate, attempts, wall = throughput(n)
-    cpu_rate, _, cpu = throughput(n, time.process_time)
+    collector = [0.0, 0.0, 0.0]
+    cpu_rate, _, cpu = throughput(n, time.process_time, collector)
     rows.append(
         (
             f"engine throughput, {n:,} recipients with retries (in memory, simulated)",
             f"{rate:,.0f} attempts/s wall ({attempts:,} attempts in {wall:.1f} s); "
             f"{cpu_rate:,.0f} attempts/s of CPU time ({cpu:.1f} s, second run)",
+        )
+    )
+    per_attempt = [seconds / attempts * 1e6 for seconds in collector]
+    rows.append(
+        (
+            "garbage collector during the second run, per attempt",
+            f"{sum(per_attempt):.1f} us (generation 0 / 1 / 2: "
+            + " / ".join(f"{us:.1f}" for us in per_attempt)
+            + " us)",
         )
     )
     small, large = claim_cost(10_000), claim_cost(100_000 if quick else 1_000_000)

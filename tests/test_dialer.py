@@ -7,6 +7,7 @@ import contextlib
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -135,16 +136,30 @@ def test_sync_and_async_runs_take_the_same_steps_with_faults_and_reconciles() ->
             "rng": random.Random(2),
             "new_id": _ids(),
             "reconcile_interval": timedelta(minutes=30),
+            "worker_id": "worker-1",
         }
-        if use_async:
-            summary = asyncio.run(AsyncDialer(repo, provider.as_async(), **kwargs).run_until_idle())
-        else:
-            summary = Dialer(repo, provider, **kwargs).run_until_idle()
+        with structlog.testing.capture_logs() as logs:
+            if use_async:
+                summary = asyncio.run(
+                    AsyncDialer(repo, provider.as_async(), **kwargs).run_until_idle()
+                )
+            else:
+                summary = Dialer(repo, provider, **kwargs).run_until_idle()
         campaign = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
-        runs.append((summary, campaign.status, campaign.counters, provider.call_log()))
+        # what each runner logged (the same lines with the same fields, in any order
+        # within a round: the async runner places a round's calls concurrently)
+        logged = Counter(
+            tuple(sorted((k, "the campaign" if v == cid else str(v)) for k, v in entry.items()))
+            for entry in logs
+        )
+        runs.append((summary, campaign.status, campaign.counters, provider.call_log(), logged))
     assert runs[0] == runs[1]
-    summary = runs[0][0]
+    summary, logged = runs[0][0], runs[0][4]
     assert summary.ticks > 1 and summary.events_applied > summary.calls_placed > 50
+    names = Counter(dict(line)["event"] for line in logged.elements())
+    assert names["attempt_reconciled"] > 0 and names["place_call_failed"] > 0
+    assert names["campaign_transition"] == 1  # completed
+    assert names["call_placed"] == summary.calls_placed
 
 
 @pytest.mark.parametrize("use_async", [False, True])
@@ -743,3 +758,50 @@ def test_debug_logging_reports_every_placement() -> None:
         calls = provider.call_log()
         assert len(placed) == len(calls) == provider.calls_placed > 0
         assert [entry["attempt"] for entry in placed] == [c.attempt_id for c in calls]
+
+
+def _broken_recovery() -> int:
+    raise RuntimeError("provider API down")
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_long_running_dialer_logs_a_failed_recovery_and_goes_on_dialling(
+    use_async: bool,
+) -> None:
+    """``recover()`` failing at start (e.g. the provider's API is down) is logged as
+    ``recover_failed``; the runner then dials as usual (the sync one in its thread,
+    the async one in its task) and stops cleanly."""
+    service, repo, clock, provider, bus, cid = setup(3, concurrency=3, hours=None)
+
+    def dialled() -> bool:
+        return provider.calls_placed > 0
+
+    with structlog.testing.capture_logs() as logs:
+        if use_async:
+            async_dialer = AsyncDialer(repo, provider.as_async(), clock=clock)
+
+            async def broken() -> int:
+                return _broken_recovery()
+
+            async_dialer.recover = broken  # type: ignore[method-assign]
+
+            async def scenario() -> None:
+                async with async_dialer:
+                    for _ in range(300):
+                        if dialled():
+                            break
+                        await asyncio.sleep(0.01)
+
+            asyncio.run(scenario())
+        else:
+            dialer = Dialer(repo, provider, clock=clock)
+            dialer.recover = _broken_recovery  # type: ignore[method-assign]
+            with dialer:
+                for _ in range(300):
+                    if dialled():
+                        break
+                    time.sleep(0.01)
+    events = [entry["event"] for entry in logs]
+    assert "recover_failed" in events
+    assert dialled()
+    assert events[-1] == "dialer_stopped"

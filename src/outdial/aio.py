@@ -19,7 +19,6 @@ from outdial.dialer import RunSummary, _Base, _reconcile_targets
 from outdial.dispatch import Claim, EventResult
 from outdial.engine import Plan
 from outdial.errors import ProviderError, ProviderUnavailable
-from outdial.phone import mask_phone
 from outdial.ports import AsyncCallProvider, CallEvent
 
 __all__ = ["AsyncDialer"]
@@ -61,6 +60,8 @@ class AsyncDialer(_Base):
         """The rest of a tick once a dispatch round has committed ``claims``: place them,
         and dispatch again while the engine can do more at once."""
         while True:
+            if plan.transitions:
+                self._log_transitions(plan)
             if claims:
                 await asyncio.gather(*(self._place(c) for c in claims))
             if plan.wake_at is not None and plan.wake_at <= now:
@@ -119,7 +120,10 @@ class AsyncDialer(_Base):
         self._wake = asyncio.Event()
         self.log.info("dialer_started")
         try:
-            await self.recover()
+            try:
+                await self.recover()
+            except Exception:  # logged; the loop goes on (reconciling later)
+                self.log.exception("recover_failed")
             while not self._stopping:
                 self._wake.clear()
                 try:
@@ -219,7 +223,7 @@ class AsyncDialer(_Base):
                 return
         self.calls_placed += 1
         await self._db(self.core.record_placed, self.clock.now(), claim, placed)
-        self.log.debug("call_placed", attempt=claim.attempt.id, to=mask_phone(claim.request.to))
+        self.log.debug("call_placed", attempt=claim.attempt.id, provider=placed.provider)
 
     async def _dial_failed(self, claim: Claim, exc: ProviderError) -> None:
         decision = await self._db(self.core.record_dial_error, self.clock.now(), claim, exc)
@@ -243,6 +247,6 @@ class AsyncDialer(_Base):
             view = await provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
         except ProviderError as exc:
             view = exc
-        decision = await self._db(self.core.record_reconcile, now, attempt_id, view)
-        if decision.recheck_at is not None:
-            self._recheck[attempt_id] = decision.recheck_at
+        self._reconciled(
+            attempt_id, await self._db(self.core.record_reconcile, now, attempt_id, view)
+        )

@@ -344,6 +344,22 @@ class _Base:
         if decision.recheck_at is not None:
             self._recheck[claim.attempt.id] = decision.recheck_at
 
+    def _log_transitions(self, plan: Plan) -> None:
+        """Log the campaign transitions a dispatch round committed."""
+        for t in plan.transitions:
+            self.log.info("campaign_transition", campaign=t.campaign_id, action=str(t.action))
+
+    def _reconciled(self, attempt_id: str, decision: ResultDecision) -> None:
+        """Log a reconciled attempt, and recheck it later when its fate is still unknown."""
+        self.log.info(
+            "attempt_reconciled",
+            attempt=attempt_id,
+            effect=str(decision.effect),
+            reason=decision.reason,
+        )
+        if decision.recheck_at is not None:
+            self._recheck[attempt_id] = decision.recheck_at
+
     def _applied(self, result: EventResult, event: CallEvent) -> int:
         """Count and log one applied event; 1 when it freed a slot, else 0."""
         effect = result.effect
@@ -414,8 +430,8 @@ class Dialer(_Base):
         """The rest of a tick once a dispatch round has committed ``claims``: place them,
         and dispatch again while the engine can do more at once."""
         while True:
-            for t in plan.transitions:
-                self.log.info("campaign_transition", campaign=t.campaign_id, action=str(t.action))
+            if plan.transitions:
+                self._log_transitions(plan)
             if claims:
                 if self._pool is None or len(claims) == 1:
                     for claim in claims:
@@ -663,12 +679,4 @@ class Dialer(_Base):
             view = provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
         except ProviderError as exc:
             view = exc
-        decision = self.core.record_reconcile(now, attempt_id, view)
-        self.log.info(
-            "attempt_reconciled",
-            attempt=attempt_id,
-            effect=str(decision.effect),
-            reason=decision.reason,
-        )
-        if decision.recheck_at is not None:
-            self._recheck[attempt_id] = decision.recheck_at
+        self._reconciled(attempt_id, self.core.record_reconcile(now, attempt_id, view))
