@@ -364,22 +364,15 @@ def test_unknown_fate_dials_are_reconciled_never_redialled_blindly() -> None:
     assert provider.overlapping_calls == 0  # the provider never saw two live calls to one number
 
 
-class CrashAfterRecording:
-    """A provider whose process 'dies' after the attempt is recorded: place_call raises
-    a BaseException the dialer does not catch, like a SIGKILL between commit and dial."""
+class _Wrapped:
+    """A provider and event source that hands everything to a simulated provider;
+    subclasses change what they test."""
 
-    name = "simulated"
-
-    def __init__(self, inner: SimulatedProvider, crash_on: int) -> None:
+    def __init__(self, inner: SimulatedProvider) -> None:
         self.inner = inner
-        self.crash_on = crash_on
-        self.seen = 0
+        self.name = inner.name
 
     def place_call(self, request: DialRequest) -> PlacedCall:
-        self.seen += 1
-        if self.seen == self.crash_on:
-            self.inner.place_call(request)  # the provider got it...
-            raise KeyboardInterrupt("process died")  # ...but we never heard back
         return self.inner.place_call(request)
 
     def cancel_call(self, external_call_id: str) -> None:
@@ -393,6 +386,23 @@ class CrashAfterRecording:
 
     def due_events(self, now: datetime) -> list[CallEvent]:
         return self.inner.due_events(now)
+
+
+class CrashAfterRecording(_Wrapped):
+    """A provider whose process 'dies' after the attempt is recorded: place_call raises
+    a BaseException the dialer does not catch, like a SIGKILL between commit and dial."""
+
+    def __init__(self, inner: SimulatedProvider, crash_on: int) -> None:
+        super().__init__(inner)
+        self.crash_on = crash_on
+        self.seen = 0
+
+    def place_call(self, request: DialRequest) -> PlacedCall:
+        self.seen += 1
+        if self.seen == self.crash_on:
+            self.inner.place_call(request)  # the provider got it...
+            raise KeyboardInterrupt("process died")  # ...but we never heard back
+        return self.inner.place_call(request)
 
 
 def test_restart_after_a_crash_reconciles_instead_of_redialling() -> None:
@@ -668,26 +678,16 @@ def test_placements_recorded_with_an_event_are_kept_or_handed_back_as_committed(
     assert [e.attempt_id for e in recorded] == [claims[0].attempt.id, claims[1].attempt.id]
 
 
-class _CountingSource:
+class _CountingSource(_Wrapped):
     """A provider wrapper that counts the event source's calls; ``lie_at`` makes
     ``next_event_at`` announce an event at that instant once, which it then does
     not have (a source whose two answers disagree)."""
 
     def __init__(self, inner: SimulatedProvider, lie_at: datetime | None = None) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.asked_for_events = 0
         self.asked_for_nothing = 0
         self.lie_at = lie_at
-
-    def place_call(self, request: DialRequest) -> PlacedCall:
-        return self.inner.place_call(request)
-
-    def cancel_call(self, external_call_id: str) -> None:
-        self.inner.cancel_call(external_call_id)
-
-    def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
-        return self.inner.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
 
     def next_event_at(self) -> datetime | None:
         if self.lie_at is not None:
