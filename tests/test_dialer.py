@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import threading
 import time
@@ -32,7 +33,7 @@ from outdial import (
     EventBus,
     RetryPolicy,
 )
-from outdial.dialer import RunSummary
+from outdial.dialer import RunSummary, _drops_debug
 from outdial.errors import ProviderUnavailable
 from outdial.ports import DialRequest, PlacedCall, SystemClock
 from outdial.recipient import AttemptStatus, RecipientStatus
@@ -702,6 +703,84 @@ class _CountingSource(_Wrapped):
         return events
 
 
+class _LosingFates(_Wrapped):
+    """A provider wrapper whose first ``lose`` dials fail with an unknown fate (the call
+    may have been placed: the runner rechecks it later); counts ``fetch_call``."""
+
+    def __init__(self, inner: SimulatedProvider, lose: int) -> None:
+        super().__init__(inner)
+        self.lose = lose
+        self.fetched: list[str] = []
+
+    def place_call(self, request: DialRequest) -> PlacedCall:
+        if self.lose > 0:
+            self.lose -= 1
+            raise ProviderUnavailable("timed out", placed=None)
+        return self.inner.place_call(request)
+
+    def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
+        self.fetched.append(attempt_id)
+        return super().fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
+
+
+class _AsyncFace:
+    """The async face of a sync provider wrapper (for :class:`AsyncDialer`)."""
+
+    def __init__(self, inner: _LosingFates) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def place_call(self, request: DialRequest) -> PlacedCall:
+        return self.inner.place_call(request)
+
+    async def cancel_call(self, external_call_id: str) -> None:
+        self.inner.cancel_call(external_call_id)
+
+    async def fetch_call(
+        self, *, attempt_id: str, external_call_id: str | None
+    ) -> CallEvent | None:
+        return self.inner.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_tick_reconciles_only_when_a_recheck_or_the_periodic_look_is_due(
+    use_async: bool,
+) -> None:
+    service, repo, clock, provider, bus, cid = setup(20, hours=None, concurrency=3)
+    source = _LosingFates(provider, lose=1)
+    day = timedelta(days=1)
+    runner: Any
+    if use_async:
+        runner = AsyncDialer(repo, _AsyncFace(source), clock=clock, reconcile_interval=day)
+        loop = asyncio.new_event_loop()
+
+        def tick() -> Any:
+            return loop.run_until_complete(runner.tick())
+    else:
+        runner = Dialer(repo, source, clock=clock, reconcile_interval=day)
+        tick = runner.tick
+    try:
+        tick()  # the first tick looks over unfinished attempts (none yet), then dials 3
+        assert source.fetched == [] and len(provider.call_log()) == 2  # one fate lost
+        (lost,) = runner._recheck
+        tick()  # nothing due: no look at the provider
+        assert source.fetched == []
+        clock.advance_to(runner._recheck[lost])
+        tick()  # the lost dial's recheck is due: only it is looked at
+        assert source.fetched == [lost]
+        tick()
+        assert source.fetched == [lost]
+        # the periodic look, a day after the first: every call placed so far (no event
+        # was delivered, so none of them has ended for the dialer)
+        placed = [c.attempt_id for c in provider.call_log()]
+        clock.advance_to(MONDAY_8AM_NY + day)
+        tick()
+        assert sorted(source.fetched[1:]) == sorted(placed)
+    finally:
+        if use_async:
+            loop.close()
+
+
 def _run_counted(source_for: Callable[[SimulatedProvider], Any]) -> tuple[Any, Any, Any]:
     service, repo, clock, provider, bus, cid = setup(
         80, retry_policy=RetryPolicy(max_attempts=2, backoff=Fixed(timedelta(minutes=30)))
@@ -758,6 +837,94 @@ def test_debug_logging_reports_every_placement() -> None:
         calls = provider.call_log()
         assert len(placed) == len(calls) == provider.calls_placed > 0
         assert [entry["attempt"] for entry in placed] == [c.attempt_id for c in calls]
+
+
+def _capturing(level: int) -> tuple[Any, list[Any]]:
+    """A structlog filtering bound logger at ``level`` and the lines it logs."""
+    capture = structlog.testing.LogCapture()
+    wrapper = structlog.make_filtering_bound_logger(level)
+    return structlog.wrap_logger(None, processors=[capture], wrapper_class=wrapper).bind(), (
+        capture.entries
+    )
+
+
+def _stdlib_capturing(name: str, level: int) -> tuple[logging.Logger, list[Any]]:
+    """A standard-library logger at ``level`` and a list of what passes its level."""
+    std = logging.getLogger(name)
+    std.setLevel(level)
+    capture = structlog.testing.LogCapture()
+    log = structlog.wrap_logger(
+        std,
+        processors=[structlog.stdlib.filter_by_level, capture],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
+    return log, capture.entries
+
+
+def test_a_log_drops_debug_lines_for_good_only_when_its_class_is_a_quiet_structlog_filter() -> None:
+    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+        assert _drops_debug(_capturing(level)[0])
+    for level in (logging.NOTSET, logging.DEBUG):
+        assert not _drops_debug(_capturing(level)[0])
+    # a standard-library logger can change its level at any time; a lazy proxy binds anew
+    # on every call (with the configuration of that moment)
+    assert not _drops_debug(_stdlib_capturing("outdial.test.quiet", logging.INFO)[0])
+    assert not _drops_debug(structlog.get_logger("outdial.test.lazy"))
+    overridden, _ = _capturing(logging.INFO)
+    overridden.debug = lambda event, **kw: None
+    assert not _drops_debug(overridden)
+
+
+def _run_in_two_halves(use_async: bool, logger: Any, between: Callable[[Any], None]) -> int:
+    """Run a campaign until the first calls are placed, call ``between(runner)``, run
+    the rest; returns the calls placed by the second half."""
+    service, repo, clock, provider, bus, cid = setup(12, concurrency=3)
+    first_half = MONDAY_8AM_NY + timedelta(hours=1, minutes=2)  # 9:02 in New York
+    first: RunSummary
+    second: RunSummary
+    if use_async:
+        runner: Any = AsyncDialer(repo, provider.as_async(), clock=clock, logger=logger)
+        first = asyncio.run(runner.run_until_idle(until=first_half))
+        between(runner)
+        second = asyncio.run(runner.run_until_idle())
+    else:
+        runner = Dialer(repo, provider, clock=clock, logger=logger)
+        first = runner.run_until_idle(until=first_half)
+        between(runner)
+        second = runner.run_until_idle()
+    assert first.calls_placed > 0 and second.calls_placed > 0
+    return second.calls_placed
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_placements_are_logged_at_debug_once_a_new_log_enables_it(use_async: bool) -> None:
+    """A runner whose log drops debug lines skips ``call_placed``; a log assigned later
+    that keeps them gets every placement from then on."""
+    quiet, quiet_lines = _capturing(logging.INFO)
+    loud, loud_lines = _capturing(logging.DEBUG)
+
+    def enable_debug(runner: Any) -> None:
+        runner.log = loud
+
+    second_half = _run_in_two_halves(use_async, quiet, enable_debug)
+    assert not [line for line in quiet_lines if line["event"] == "call_placed"]
+    placed = [line for line in loud_lines if line["event"] == "call_placed"]
+    assert len(placed) == second_half
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_placements_are_logged_once_a_standard_library_level_enables_debug(
+    use_async: bool,
+) -> None:
+    name = f"outdial.test.placements.{use_async}"
+    log, lines = _stdlib_capturing(name, logging.INFO)
+
+    def enable_debug(runner: Any) -> None:
+        assert not [line for line in lines if line["event"] == "call_placed"]
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+    second_half = _run_in_two_halves(use_async, log, enable_debug)
+    assert len([line for line in lines if line["event"] == "call_placed"]) == second_half
 
 
 def _broken_recovery() -> int:

@@ -17,8 +17,9 @@ from outdial import dispatch
 from outdial.campaign import Campaign, CampaignStatus
 from outdial.dispatch import Claim, DialerCore
 from outdial.engine import Dial, Engine, Plan
+from outdial.errors import InvalidTransition
 from outdial.ports import DialStats
-from outdial.recipient import Recipient, RecipientStatus
+from outdial.recipient import RECIPIENT_TRANSITIONS, Recipient, RecipientStatus
 from outdial.testing import InMemoryRepository
 
 
@@ -115,6 +116,29 @@ def test_a_rounds_plan_dials_and_claims_are_ordinary_values() -> None:
     assert [c.attempt.id for c in claims] == ["a1", "a2"]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         plan.dials[0].attempt_number = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("status", list(RecipientStatus))
+def test_a_claim_moves_only_a_recipient_the_table_lets_become_queued(
+    status: RecipientStatus,
+) -> None:
+    repo = InMemoryRepository()
+    campaign = _active(make_campaign())
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([attrs.evolve(make_recipient(campaign, phone(1)), status=status)])
+        [r] = uow.list_recipients(campaign.id).items
+    plan = Plan(dials=(Dial(campaign.id, r, r.attempts + 1),))
+    core = DialerCore(repo, new_id=iter(["a1"]).__next__)
+    with repo.transaction() as uow:
+        if (status, RecipientStatus.QUEUED) in RECIPIENT_TRANSITIONS:
+            [claim] = core.apply_plan(uow, plan, T0, [])
+            assert claim.attempt.recipient_id == r.id
+            assert uow.get_recipient(r.id).status is RecipientStatus.QUEUED
+        else:
+            with pytest.raises(InvalidTransition):
+                core.apply_plan(uow, plan, T0, [])
+    assert (RecipientStatus.PENDING, RecipientStatus.QUEUED) in RECIPIENT_TRANSITIONS
 
 
 def _defer_then_fail(repo: InMemoryRepository, recipient: Recipient, until: datetime) -> None:

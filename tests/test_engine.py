@@ -21,6 +21,7 @@ from outdial.campaign import (
 from outdial.engine import CampaignSnapshot, Effect, Engine, EngineConfig, Snapshot
 from outdial.errors import (
     ConfigurationError,
+    NaiveDatetimeError,
     ProviderRateLimited,
     ProviderRejected,
     ProviderUnavailable,
@@ -479,6 +480,9 @@ def test_next_due_time_is_only_loaded_when_a_free_slot_could_stay_free() -> None
     limited = Engine(EngineConfig(workspace_limits={"w1": 2}))
     assert limited.needs_next_due(c, 3, 6, 6)  # the workspace limit may leave slots free
     assert Engine(EngineConfig(global_limit=4)).needs_next_due(c, 3, 6, 6)
+    assert Engine(EngineConfig(default_workspace_limit=9)).needs_next_due(c, 3, 6, 6)
+    # a limit for another workspace only: nothing shared stops this campaign short
+    assert not Engine(EngineConfig(workspace_limits={"w2": 2})).needs_next_due(c, 3, 6, 6)
 
 
 def test_a_plan_without_the_next_due_time_wakes_as_one_with_it() -> None:
@@ -544,3 +548,66 @@ def test_the_table_of_previous_delays_stays_small_and_exact() -> None:
     for i in range(3000):
         assert engine_module._delay_of(i / 7) == timedelta(seconds=i / 7)
     assert len(engine_module._DELAYS) <= 1024
+
+
+def test_the_table_of_retry_delay_seconds_stays_small_and_exact() -> None:
+    for i in range(3000):
+        delay = timedelta(microseconds=i * 997)
+        assert engine_module._seconds_of(delay) == delay.total_seconds()
+    assert len(engine_module._SECONDS) <= 1024
+
+
+def test_recipients_retried_after_the_same_delay_store_the_same_seconds() -> None:
+    c = campaign(retry_policy=RetryPolicy(max_attempts=3, backoff=Fixed(timedelta(minutes=7))))
+    stored = []
+    for n in range(2):
+        r = recipient(n, status=RecipientStatus.CALLING, attempts=1)
+        a = attempt(id=f"a{n}", recipient_id=r.id)
+        d = Engine().on_event(NOW, c, a, r, ended(CallOutcome.NO_ANSWER), [a])
+        assert d.recipient is not None
+        stored.append(d.recipient.last_retry_delay_seconds)
+    assert stored == [420.0, 420.0]
+    assert stored[0] is stored[1]  # one float for every recipient retried after 7 minutes
+
+
+def test_a_naive_now_is_refused_when_a_call_would_be_placed_at_any_hour() -> None:
+    rs = [recipient(i) for i in range(2)]
+    naive = NOW.replace(tzinfo=None)
+    with pytest.raises(NaiveDatetimeError):
+        Engine().plan(naive, Snapshot((shot(campaign(), rs),)))
+    # also after a skipped candidate: the check is made for the first candidate dialled
+    skipped_first = shot(campaign(), rs, suppressed=frozenset({rs[0].phone}))
+    with pytest.raises(NaiveDatetimeError):
+        Engine().plan(naive, Snapshot((skipped_first,)))
+
+
+def test_skips_and_defers_of_several_campaigns_come_campaign_by_campaign() -> None:
+    hours = BusinessHours.weekly("America/New_York", {"mon-fri": [("09:00", "17:00")]})
+    night = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # Monday 22:00 New York
+    shots = []
+    for cid in ("c1", "c2"):
+        rs = [recipient(i, id=f"{cid}-r{i}", campaign_id=cid) for i in range(3)]
+        c = campaign(id=cid, business_hours=hours)
+        shots.append(shot(c, rs, suppressed=frozenset({rs[0].phone, rs[2].phone})))
+    plan = Engine().plan(night, Snapshot(tuple(shots)))
+    assert [s.recipient.id for s in plan.skips] == ["c1-r0", "c1-r2", "c2-r0", "c2-r2"]
+    assert [d.recipient.id for d in plan.defers] == ["c1-r1", "c2-r1"]
+    assert plan.dials == ()
+
+
+@pytest.mark.parametrize(
+    ("occurred", "ends"),
+    [
+        (NOW - timedelta(minutes=5), NOW),  # a clock behind ours: not before the attempt began
+        (NOW + timedelta(minutes=3), NOW + timedelta(minutes=3)),
+        (None, NOW + timedelta(minutes=9)),  # undated: when it is applied
+    ],
+)
+def test_a_call_ends_when_its_event_says_but_never_before_its_attempt_began(
+    occurred: datetime | None, ends: datetime
+) -> None:
+    c = campaign(retry_policy=RetryPolicy(max_attempts=3, backoff=Fixed(timedelta(minutes=10))))
+    event = ended(CallOutcome.NO_ANSWER, occurred_at=occurred)
+    d = Engine().on_event(NOW + timedelta(minutes=9), c, attempt(), CALLING, event, [attempt()])
+    assert d.attempt is not None and d.attempt.ended_at == ends
+    assert d.retry_at == ends + timedelta(minutes=10)

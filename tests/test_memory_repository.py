@@ -22,9 +22,10 @@ from contract.repository_contract import (
     phone,
 )
 from outdial.campaign import Campaign, CampaignCounters
-from outdial.errors import RepositoryError
+from outdial.errors import RepositoryError, StaleClaim
+from outdial.outcomes import CallOutcome
 from outdial.ports import Repository, UnitOfWork
-from outdial.recipient import AttemptStatus, Recipient, RecipientStatus
+from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
 from outdial.testing import InMemoryRepository
 
 
@@ -394,3 +395,214 @@ def test_in_flight_counts_are_handed_out_again_only_while_they_are_the_same() ->
         with pytest.raises(KeyError):
             start_a_call_then_fail()
         assert uow.in_flight() == moved
+
+
+# -- ended attempts and final recipients are kept as rows ------------------------------------
+# (plain tuples of atomic values, which the garbage collector stops tracking; read back as
+# new, equal values)
+
+
+def _every_field_set(recipient: Recipient) -> Recipient:
+    """``recipient`` completed, with a value in every field a row carries."""
+    return attrs.evolve(
+        recipient,
+        first_name="Ada",
+        last_name="Lovelace",
+        email="ada@example.com",
+        company="Engines",
+        variables={"plan": "gold", "city": "London"},
+        priority=3,
+        time_zones=("Europe/London",),
+        status=RecipientStatus.COMPLETED,
+        outcome=CallOutcome.ANSWERED,
+        attempts=2,
+        next_attempt_at=None,
+        last_attempt_at=T0,
+        last_retry_delay_seconds=300.0,
+        duration_seconds=42.5,
+        external_call_id="CA-1",
+        error="none",
+        updated_at=T0 + timedelta(minutes=5),
+    )
+
+
+def _ended(attempt: Attempt) -> Attempt:
+    """``attempt`` ended, with a value in every field a row carries."""
+    return attrs.evolve(
+        attempt,
+        status=AttemptStatus.ENDED,
+        external_call_id=f"CA-{attempt.id}",
+        placed_at=T0,
+        answered_at=T0 + timedelta(seconds=5),
+        ended_at=T0 + timedelta(seconds=47),
+        outcome=CallOutcome.ANSWERED,
+        duration_seconds=42.5,
+        error="none",
+        last_sequence=4,
+        worker_id="worker-1",
+        claim_token=7,
+        test_call=False,
+    )
+
+
+def _untracked(rows: Any) -> bool:
+    # A tuple of atomic values is untracked by the first collection that sees it; one that
+    # holds such tuples (a recipient's time zones, variables) by the next one.
+    gc.collect()
+    gc.collect()
+    rows = list(rows)
+    return bool(rows) and all(not gc.is_tracked(row) for row in rows)
+
+
+def _each_stored_once(repo: InMemoryRepository) -> bool:
+    """Whether every recipient and attempt is kept in one form only (value or row)."""
+    s = repo._store
+    return not (s.recipient_values.keys() & s.recipient_rows.keys()) and not (
+        s.attempt_values.keys() & s.attempt_rows.keys()
+    )
+
+
+def test_an_ended_attempt_reads_back_equal_and_is_not_walked_by_the_collector() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    call = make_attempt(rec)
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+        uow.add_attempt(call)
+        assert uow.get_attempt(call.id) is call  # in flight: the value itself
+        ended = _ended(call)
+        uow.save_attempt(ended)
+    with repo.transaction() as uow:
+        first, again = uow.get_attempt(call.id), uow.get_attempt(call.id)
+        assert first == ended == again
+        assert first is not again  # a new value on each read: values are immutable anyway
+        assert uow.find_attempt("fake", f"CA-{call.id}") == ended
+        assert uow.attempts_for(rec.id) == [ended]
+        assert uow.unfinished_attempts(started_before=T0 + timedelta(days=1)) == []
+        assert uow.in_flight().total == 0
+    assert _untracked(repo._store.attempt_rows.values())
+
+
+def test_an_attempt_ended_by_a_failed_block_stays_in_flight() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    call = make_attempt(rec)
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+        uow.add_attempt(_ended(make_attempt(rec, 2, created_at=T0 - timedelta(hours=1))))
+        uow.add_attempt(call)
+
+    def end_it_then_fail() -> None:
+        with repo.transaction() as uow:
+            uow.save_attempt(_ended(call))
+            raise KeyError("rolled back")
+
+    with pytest.raises(KeyError):
+        end_it_then_fail()
+    with repo.transaction() as uow:
+        assert uow.get_attempt(call.id) is call
+        assert uow.unfinished_attempts(started_before=T0 + timedelta(days=1)) == [call]
+        assert [a.number for a in uow.attempts_for(rec.id)] == [1, 2]
+        # an ended attempt can be taken back to in flight (a newer claim) and ended again
+        taken = attrs.evolve(call, claim_token=1)
+        uow.save_attempt(_ended(call))
+        uow.save_attempt(attrs.evolve(_ended(call), status=AttemptStatus.PLACED, claim_token=8))
+        assert uow.in_flight().total == 1
+        with pytest.raises(StaleClaim):
+            uow.save_attempt(taken)
+    assert _each_stored_once(repo)
+
+
+def test_a_final_recipient_reads_back_equal_and_is_not_walked_by_the_collector() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+        (pending,) = uow.due_recipients(campaign.id, T0, 5)
+        done = _every_field_set(pending)
+        uow.save_recipient(done, pending)
+    assert _untracked(repo._store.recipient_rows.values())
+    with repo.transaction() as uow:
+        first, again = uow.get_recipient(rec.id), uow.get_recipient(rec.id)
+        assert first == done == again and first is not again
+        assert first.variables == {"plan": "gold", "city": "London"}
+        assert uow.list_recipients(campaign.id).items == (done,)
+        assert uow.list_recipients(campaign.id, search="ada@").items == (done,)
+        assert uow.due_recipients(campaign.id, T0, 5) == []
+        assert uow.get_campaign(campaign.id).counters.completed == 1
+        # back to pending (a repository does not judge moves): a value again, and due
+        uow.save_recipient(attrs.evolve(first, status=RecipientStatus.PENDING), first)
+        assert uow.due_recipients(campaign.id, T0, 5)[0].status is RecipientStatus.PENDING
+    assert _each_stored_once(repo)
+
+
+def test_a_final_recipient_without_variables_keeps_the_shared_empty_map() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+        uow.skip_pending(campaign.id, "terminated", T0)
+        skipped = uow.get_recipient(rec.id)
+    assert skipped.status is RecipientStatus.SKIPPED and skipped.error == "terminated"
+    assert skipped.variables is rec.variables  # the one empty map every recipient shares
+
+
+def test_a_final_recipient_with_history_is_kept_with_it() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    call = _ended(make_attempt(rec))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+        done = attrs.evolve(_every_field_set(rec), history=(call,))
+        uow.save_recipient(done, rec)
+        assert uow.get_recipient(rec.id).history == (call,)
+
+
+def test_recipients_finished_by_a_failed_block_are_pending_and_due_again() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([make_recipient(campaign, phone(n)) for n in range(3)])
+        first, *others = uow.due_recipients(campaign.id, T0, 3)
+
+    def finish_them_then_fail() -> None:
+        with repo.transaction() as uow:
+            uow.save_recipient(_every_field_set(first), first)
+            uow.skip_pending(campaign.id, "terminated", T0)
+            raise KeyError("rolled back")
+
+    with pytest.raises(KeyError):
+        finish_them_then_fail()
+    with repo.transaction() as uow:
+        assert uow.due_recipients(campaign.id, T0, 3) == [first, *others]
+        assert uow.get_recipient(first.id) is first
+        assert uow.get_campaign(campaign.id).counters.pending == 3
+    assert _each_stored_once(repo)
+
+
+def test_the_inspection_views_of_the_store_hold_every_recipient_and_attempt() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    recs = [make_recipient(campaign, phone(n)) for n in range(2)]
+    calls = [make_attempt(rec) for rec in recs]
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients(recs)
+        for call in calls:
+            uow.add_attempt(call)
+        uow.save_recipient(_every_field_set(recs[0]), recs[0])
+        uow.save_attempt(_ended(calls[0]))
+        stored = uow.list_recipients(campaign.id).items
+    assert repo._store.recipients == {r.id: r for r in stored}
+    assert repo._store.attempts == {calls[0].id: _ended(calls[0]), calls[1].id: calls[1]}

@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -771,6 +772,72 @@ def test_the_call_log_keeps_placement_order_and_the_real_ending() -> None:
     assert [c.placed_at for c in log] == [START + timedelta(seconds=i) for i in range(20)]
 
 
+# every outcome rate 0 (so every call ends no_answer, the remainder), with progress events
+_NO_ANSWER = SimulationProfile(
+    answer_rate=0.0,
+    voicemail_rate=0.0,
+    busy_rate=0.0,
+    failed_rate=0.0,
+    invalid_number_rate=0.0,
+    progress_events=True,
+)
+
+
+class _SettableClock:
+    """A clock that goes wherever it is set, backwards included (as a wall clock can)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.t = now
+
+    def now(self) -> datetime:
+        return self.t
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        START - timedelta(days=3650, microseconds=7),  # before the provider was created
+        datetime(9999, 12, 30, 23, 59, 59, 999_999, tzinfo=timezone.utc),  # the far end
+    ],
+)
+def test_a_call_at_any_instant_a_datetime_can_be_keeps_exact_times(at: datetime) -> None:
+    clock = _SettableClock(START)
+    sim = SimulatedProvider(clock, attrs.evolve(_NO_ANSWER, answer_rate=1.0, progress_events=False))
+    clock.t = at
+    sim.place_call(dial(1))
+    (call,) = sim.call_log()
+    assert call.placed_at == at
+    assert call.answered_at is not None and at < call.answered_at < call.ended_at
+    talk = (call.ended_at - call.answered_at).total_seconds()  # rounded to the microsecond
+    assert call.duration_seconds == pytest.approx(talk, abs=1e-6)
+    assert sim.in_flight_at(at) == 1
+    assert sim.in_flight_at(call.ended_at) == 0
+    (event,) = sim.due_events(call.ended_at)
+    assert event.occurred_at == call.ended_at
+    assert event.duration_seconds == call.duration_seconds
+
+
+@pytest.mark.parametrize(
+    ("profile", "rang"),
+    [
+        (attrs.evolve(_NO_ANSWER, busy_rate=1.0), False),
+        (_NO_ANSWER, True),
+    ],
+    ids=["busy", "no_answer"],
+)
+def test_calls_that_never_ring_or_never_pick_up_report_no_such_instant(
+    profile: SimulationProfile, rang: bool
+) -> None:
+    clock, sim = provider(profile)
+    sim.place_call(dial(1))
+    (call,) = sim.call_log()
+    assert call.answered_at is None
+    events = drain(clock, sim)
+    assert [e.status for e in events] == [CallStatus.RINGING] * rang + [CallStatus.ENDED]
+    assert all(e.occurred_at is not None and e.occurred_at >= START for e in events)
+    assert events[-1].sequence == int(rang)
+
+
 # -- async face and protocols ----------------------------------------------------------------------
 
 
@@ -904,6 +971,22 @@ def test_the_hash_stream_is_blake2b_of_the_seed_and_key_in_counter_mode() -> Non
     stream = _HashStream(seeded, key)
     assert [stream.random() for _ in range(24)] == expected
     assert _HashStream(seeded, key).random() == expected[0]  # the seeded hasher is unchanged
+
+
+def test_a_restarted_hash_stream_is_the_stream_of_its_new_key() -> None:
+    # the provider keeps one stream and restarts it for each call: whatever was drawn
+    # before (here, past the first block), the restarted stream is a fresh one's
+    from hashlib import blake2b
+
+    from outdial.simulation.provider import _HashStream
+
+    seeded = blake2b(b"7:", digest_size=64)
+    stream = _HashStream(seeded, b"+14155550123:1")
+    for _ in range(11):
+        stream.random()
+    stream.restart(b"+14155550123:2")
+    fresh = _HashStream(seeded, b"+14155550123:2")
+    assert [stream.random() for _ in range(20)] == [fresh.random() for _ in range(20)]
 
 
 def test_a_numbers_fate_is_drawn_from_blake2b_of_the_seed_and_number() -> None:

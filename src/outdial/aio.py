@@ -223,7 +223,8 @@ class AsyncDialer(_Base):
                 return
         self.calls_placed += 1
         await self._db(self.core.record_placed, self.clock.now(), claim, placed)
-        self.log.debug("call_placed", attempt=claim.attempt.id, provider=placed.provider)
+        if self.log is not self._debug_dropped_by:
+            self._log_placed(claim, placed)
 
     async def _dial_failed(self, claim: Claim, exc: ProviderError) -> None:
         decision = await self._db(self.core.record_dial_error, self.clock.now(), claim, exc)

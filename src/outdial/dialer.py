@@ -24,6 +24,7 @@ Two ways to run it:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ from outdial.ports import (
     Clock,
     EventSink,
     EventSource,
+    PlacedCall,
     Repository,
     SystemClock,
 )
@@ -59,6 +61,20 @@ _Step = tuple[Callable[..., Any], tuple[Any, ...]]
 _IGNORED = (Effect.DUPLICATE, Effect.STALE, Effect.LATE)
 #: the effect of an event that changed something (counted, not logged)
 _APPLIED = Effect.APPLIED
+
+#: ``debug`` of structlog's filtering bound loggers whose level is above debug: the same
+#: no-op function for every such level (their class is made once per level and fixed)
+_DEBUG_DROPPED = structlog.make_filtering_bound_logger(logging.INFO).debug
+
+
+def _drops_debug(log: object) -> bool:
+    """Whether ``log`` drops every debug line, now and later: a structlog filtering bound
+    logger of a level above debug (its class's ``debug`` is structlog's no-op, and such a
+    class never changes level) that does not override ``debug`` itself. False for any
+    other logger, e.g. one over the standard library, whose level can change at any time."""
+    return getattr(type(log), "debug", None) is _DEBUG_DROPPED and "debug" not in getattr(
+        log, "__dict__", {}
+    )
 
 
 def _reconcile_targets(
@@ -131,6 +147,10 @@ class _Base:
         #: (``submit``, ``wake``, a call ending) are immediate.
         self.max_idle = max_idle
         self.log = logger or structlog.get_logger("outdial.dialer").bind(worker=self.core.worker_id)
+        #: the last log seen to drop debug lines (:func:`_drops_debug`): while ``self.log`` is
+        #: that very object, placements skip their debug line (a keyword call per call);
+        #: another log assigned to ``self.log`` is looked at again
+        self._debug_dropped_by: object = None
         self.calls_placed = 0
         self.events_applied = 0
         self._recheck: dict[str, datetime] = {}
@@ -359,6 +379,15 @@ class _Base:
         )
         if decision.recheck_at is not None:
             self._recheck[attempt_id] = decision.recheck_at
+
+    def _log_placed(self, claim: Claim, placed: PlacedCall) -> None:
+        """Log a placed call at debug level, unless ``self.log`` drops debug lines (then
+        it is remembered: the runners skip this call while ``self.log`` is that log)."""
+        log = self.log
+        if _drops_debug(log):
+            self._debug_dropped_by = log
+        else:
+            log.debug("call_placed", attempt=claim.attempt.id, provider=placed.provider)
 
     def _applied(self, result: EventResult, event: CallEvent) -> int:
         """Count and log one applied event; 1 when it freed a slot, else 0."""
@@ -646,7 +675,8 @@ class Dialer(_Base):
             self._placements.append((self.clock.now(), claim, placed))
         else:
             self.core.record_placed(self.clock.now(), claim, placed)
-        self.log.debug("call_placed", attempt=claim.attempt.id, provider=placed.provider)
+        if self.log is not self._debug_dropped_by:
+            self._log_placed(claim, placed)
 
     def _flush_placed(self) -> None:
         """Record the placements not yet recorded (one transaction), before anything

@@ -87,8 +87,7 @@ def _read_ids() -> None:
     raw = bytearray(os.urandom(16 * _IDS_PER_READ))
     raw[6::16] = raw[6::16].translate(_VERSION_4)  # byte 6 of each id
     raw[8::16] = raw[8::16].translate(_RFC_4122_VARIANT)  # byte 8 of each id
-    text = raw.hex()
-    _IDS.extend([text[i : i + 32] for i in range(0, len(text), 32)])
+    _IDS.extend(raw.hex(" ", 16).split(" "))  # 32 hex digits per id
 
 
 def _uuid4_hex() -> str:

@@ -128,6 +128,23 @@ def _delay_of(seconds: float) -> timedelta:
     return delay
 
 
+#: ``delay.total_seconds()`` of the retry delays the engine stored, the other way round
+#: from :data:`_DELAYS` (a key is the timedelta itself, so its entry is always its
+#: ``total_seconds()``). Recipients retried after the same delay then share one float.
+_SECONDS: dict[timedelta, float] = {}
+
+
+def _seconds_of(delay: timedelta) -> float:
+    """``delay.total_seconds()``, one float per distinct delay (see :data:`_SECONDS`)."""
+    seconds = _SECONDS.get(delay)
+    if seconds is None:
+        seconds = delay.total_seconds()
+        if len(_SECONDS) >= 1024:  # e.g. jittered backoffs: keep the table small
+            _SECONDS.clear()
+        _SECONDS[delay] = seconds
+    return seconds
+
+
 def _int_map(value: Mapping[str, int]) -> Mapping[str, int]:
     return MappingProxyType({str(k): int(v) for k, v in value.items()})
 
@@ -507,13 +524,13 @@ class Engine:
         if round_cap is not None and len(dials) >= round_cap:
             wakes.append(now)  # the round's cap was reached: more may be claimed at once
 
-        skips: list[Skip] = []
-        defers: list[Defer] = []
+        skips: tuple[Skip, ...] = ()  # most rounds skip and defer no one
+        defers: tuple[Defer, ...] = ()
         for cur in active:
             if cur.skips:
-                skips.extend(cur.skips)
+                skips += tuple(cur.skips)
             if cur.defers:
-                defers.extend(cur.defers)
+                defers += tuple(cur.defers)
                 wakes.extend(d.until for d in cur.defers)
             if cur.capacity > 0:
                 due = cur.snapshot.next_due_at
@@ -526,7 +543,9 @@ class Engine:
         wake_at = min(wakes) if wakes else None
         if wake_at is not None and wake_at < now:
             wake_at = now
-        return _new_plan(tuple(transitions), tuple(dials), tuple(skips), tuple(defers), wake_at)
+        return _new_plan(
+            tuple(transitions) if transitions else (), tuple(dials), skips, defers, wake_at
+        )
 
     def _allocate_one(
         self,
@@ -712,7 +731,9 @@ class Engine:
 
         outcome = event.outcome or _ERROR
         created_at = attempt.created_at
-        ended_at = max(event.occurred_at or now, created_at)
+        ended_at = event.occurred_at or now
+        if ended_at < created_at:  # noqa: PLR1730 - max() would cost a builtin call
+            ended_at = created_at
         duration = event.duration_seconds
         error = event.error
         ended = _ended_attempt(
@@ -744,7 +765,7 @@ class Engine:
         prev_seconds = recipient.last_retry_delay_seconds
         decision: RetryDecision = campaign.retry_policy.decide(
             outcome=outcome,
-            attempts=_counted_starts(history, include=attempt),
+            attempts=_counted_starts(history, attempt),
             ended_at=ended_at,
             retryable=event.retryable,
             retry_after=event.retry_after,
@@ -756,7 +777,7 @@ class Engine:
                 decision = Final(RecipientStatus.COMPLETED, outcome, "opted out")
             decision = self._landed(decision, campaign, recipient)
         result = self._retry_or_final(
-            now, campaign, ended, recipient, decision, outcome, duration=duration, error=error
+            now, campaign, ended, recipient, decision, outcome, True, duration, error
         )
         return result if suppress is None else replace(result, suppress_phone=suppress)
 
@@ -866,7 +887,6 @@ class Engine:
         recipient: Recipient,
         decision: RetryDecision,
         outcome: CallOutcome | None,
-        *,
         counted: bool = True,
         duration: float | None = None,
         error: str | None = None,
@@ -885,7 +905,7 @@ class Engine:
                 recipient,
                 _PENDING,
                 decision.at,
-                decision.delay.total_seconds(),
+                _seconds_of(decision.delay),
                 attempts,
                 now,
                 error,

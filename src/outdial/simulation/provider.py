@@ -331,15 +331,23 @@ class _HashStream:
     BLAKE2b hasher already fed the part every stream of a provider starts with
     (its seed); it is copied, never updated (copying it is cheaper than hashing
     the whole key from scratch). Block 0 is the digest of that input, block
-    ``n`` the digest of the input followed by ``#n``; each gives 8 draws."""
+    ``n`` the digest of the input followed by ``#n``; each gives 8 draws.
+
+    :meth:`restart` makes the same object the stream of another key: a provider
+    keeps one stream for its calls and restarts it for each (under its lock),
+    rather than creating and freeing an object per call."""
 
     __slots__ = ("_block", "_i", "_key", "_seeded", "_words")
 
     def __init__(self, seeded: blake2b, key: bytes) -> None:
         self._seeded = seeded
+        self.restart(key)
+
+    def restart(self, key: bytes) -> None:
+        """Become the stream of ``key`` from its first draw, whatever was drawn before."""
         self._key = key
         self._block = 0
-        hasher = seeded.copy()
+        hasher = self._seeded.copy()
         hasher.update(key)
         self._words: tuple[int, ...] = _UNPACK8(hasher.digest())
         self._i = 0
@@ -490,6 +498,7 @@ class SimulatedProvider:
         prefix = f"{seed}:".encode()
         self._seeded = blake2b(prefix, digest_size=64)
         self._seeded_numbers = blake2b(prefix + b"n:", digest_size=16)
+        self._stream = _HashStream(self._seeded, b"")  # restarted for each call, see _start
 
         p = self.profile
         # Per-attempt mix for reachable, valid numbers: renormalised without the
@@ -561,7 +570,9 @@ class SimulatedProvider:
     def place_call(self, request: DialRequest) -> PlacedCall:
         """Accept the call (status ``queued``) and schedule its events, or raise
         a simulated :class:`~outdial.errors.ProviderUnavailable`."""
-        now = self._offset(self._clock.now())
+        t = self._clock.now()
+        last = self._last_offset  # _offset's hit, inline: the clock is usually at the instant
+        now = last[1] if last[0] is t else self._offset(t)  # next_event_at last made
         key = f"{request.to}:{request.attempt_number}".encode()
         # acquire and release rather than ``with``: a with statement looks up and binds
         # the lock's __enter__ and __exit__ on every use, which costs as much as the
@@ -657,9 +668,13 @@ class SimulatedProvider:
     def due_events(self, now: datetime) -> list[CallEvent]:
         """Remove and return every event due by ``now``, in delivery order
         (by due time, then in the order they were scheduled)."""
-        if now.tzinfo is not _UTC:
-            require_aware(now, "SimulatedProvider.due_events")
-        limit = self._offset(now)
+        last = self._last_offset  # _offset's hit, inline (see place_call)
+        if last[0] is now:
+            limit = last[1]  # an instant _offset or _instant already measured: aware
+        else:
+            if now.tzinfo is not _UTC:
+                require_aware(now, "SimulatedProvider.due_events")
+            limit = self._offset(now)
         events = self._events
         out: list[CallEvent] = []
         lock = self._lock
@@ -818,7 +833,8 @@ class SimulatedProvider:
         """Place a call at ``now``: draw its fate, record it and schedule its events;
         returns its index."""
         number = request.to
-        rng = _HashStream(self._seeded, key)
+        rng = self._stream  # only used under the lock, so one stream serves every call
+        rng.restart(key)
         u = rng.random()
         outcome: CallOutcome | None = None
         if self._number_level:

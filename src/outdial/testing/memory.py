@@ -31,6 +31,13 @@ Everything lives in Python dicts behind one :class:`threading.RLock`:
 - **Memory.** A recipient costs its frozen value, a slot in two dicts, a set
   entry for its phone and an integer key in the ready heap (no per-recipient
   wrapper objects).
+- **Rows.** Ended attempts and final recipients (without ``history``) are kept as
+  *rows*, plain tuples of their fields' atomic values, and rebuilt as equal values
+  when read (a new value on each read). The garbage collector untracks such a
+  tuple, where it walks every stored value object in each full collection: at
+  100,000 recipients the store would otherwise be most of what it walks. Values
+  still in play (pending, queued or calling recipients, attempts in flight) are
+  kept as they are: the hot path reads them without rebuilding anything.
 
 In-flight counts (:meth:`InMemoryUnitOfWork.in_flight`) are kept as counters.
 Test calls use the provider's capacity, so they count in ``by_workspace`` and
@@ -42,16 +49,18 @@ attempt starts.
 from __future__ import annotations
 
 import bisect
+import enum
 import heapq
+import itertools
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from outdial._attrs import copier, replace
+from outdial._attrs import copier, maker, replace
 from outdial._time import UTC, to_utc
 from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
 from outdial.errors import NotFound, RepositoryError, StaleClaim
@@ -133,6 +142,94 @@ _with_counters = copier(Campaign, "counters")
 _in_flight_counts = copier(InFlightCounts, "by_campaign", "by_workspace", "total")
 
 
+#: A value kept as a *row*: a plain tuple of atomic values (str, int, float, bool, None,
+#: datetime, tuples of these), which the garbage collector stops tracking at its first
+#: collection. A stored ``Recipient`` or ``Attempt`` is an object the collector walks,
+#: children and all, in every full collection for as long as the store lives (~1.2 us
+#: each at 100,000 recipients); a row is only glanced at by the dict that holds it, and
+#: takes the same memory.
+_Row = tuple[Any, ...]
+_T = TypeVar("_T")
+
+
+def _row_codec(
+    cls: type[_T],
+    *,
+    enums: Mapping[str, type[enum.Enum]],
+    maps: Sequence[str] = (),
+    constants: Mapping[str, Any] | None = None,
+) -> tuple[Callable[[_T], _Row], Callable[[_Row], _T]]:
+    """``(to_row, from_row)`` for the values of the attrs class ``cls``.
+
+    ``to_row(value)`` is the tuple of its fields in ``cls``'s field order, with the
+    ``enums`` fields as their members' values (``None`` stays ``None``) and the
+    ``maps`` fields as flat tuples ``(key, value, key, value, ...)`` (the collector
+    untracks a tuple only once the tuples in it are untracked, one collection
+    later each, so rows nest as little as they can); the ``constants`` fields are left out
+    (only values that have them are turned into rows). ``from_row(row)`` builds the
+    equal value back (:func:`~outdial._attrs.maker`: no ``__init__``), enum members
+    and the ``constants`` included, a map through its field's converter. Both are
+    generated once from ``attrs.fields(cls)``, so a field added to ``cls`` is carried
+    without a change here (one that is not atomic keeps the row tracked: slower, still
+    correct; the tests check that the rows are untracked).
+    """
+    fixed = dict(constants or {})
+    klass: type = cls  # (attrs.fields is typed for attrs classes, not a type variable)
+    fields = [f for f in attrs.fields(klass) if f.name not in fixed]
+    names = [f.name for f in fields]
+    namespace: dict[str, Any] = {"make": maker(cls, *names, *fixed)}
+    items: list[str] = []
+    args: list[str] = []
+    for i, field in enumerate(fields):
+        value = f"value.{field.name}"
+        if field.name in enums:
+            items.append(f"None if {value} is None else {value}._value_")
+            namespace[f"members_{i}"] = {None: None, **{m._value_: m for m in enums[field.name]}}
+            args.append(f"members_{i}[v_{i}]")
+        elif field.name in maps:
+            items.append(f"flat(chain({value}.items())) if {value} else ()")
+            namespace.update(flat=tuple, chain=itertools.chain.from_iterable)
+            namespace[f"convert_{i}"] = field.converter
+            namespace[f"empty_{i}"] = field.converter({})
+            args.append(f"convert_{i}(dict(zip(v_{i}[::2], v_{i}[1::2]))) if v_{i} else empty_{i}")
+        else:
+            items.append(value)
+            args.append(f"v_{i}")
+    for i, constant in enumerate(fixed.values()):
+        namespace[f"constant_{i}"] = constant
+        args.append(f"constant_{i}")
+    unpacked = ", ".join(f"v_{i}" for i in range(len(fields)))
+    source = [
+        "def to_row(value):",
+        f"    return ({', '.join(items)},)",
+        "def from_row(row):",
+        f"    {unpacked}, = row",
+        f"    return make({', '.join(args)})",
+    ]
+    exec("\n".join(source), namespace)  # noqa: S102 - generated from attrs field names only
+    return namespace["to_row"], namespace["from_row"]
+
+
+#: an ended attempt as a row and back (its status is ended: not stored)
+_attempt_row, _attempt_of = _row_codec(
+    Attempt, enums={"outcome": CallOutcome}, constants={"status": _ENDED}
+)
+#: a final recipient without ``history`` as a row and back (see ``_keeps_as_row``)
+_recipient_row, _recipient_of = _row_codec(
+    Recipient,
+    enums={"status": RecipientStatus, "outcome": CallOutcome},
+    maps=("variables",),
+    constants={"history": ()},
+)
+
+
+def _keeps_as_row(recipient: Recipient) -> bool:
+    """Whether the store keeps ``recipient`` as a row: when it is final (it is never
+    looked at by the due queue again) and has no ``history`` (a tuple of attempts,
+    which a row cannot hold untracked)."""
+    return recipient.status in _FINAL and not recipient.history
+
+
 #: Positions in :attr:`_CampaignIndex.counts`, in :class:`CampaignCounters` field order.
 _TOTAL, _ANSWERED, _ATTEMPTS = 0, 7, 8
 _SLOT: dict[RecipientStatus, int] = {
@@ -149,6 +246,7 @@ _ZERO_COUNTERS = CampaignCounters()
 #: ``CampaignCounters(*counts)`` without ``__init__`` (plain ints, nothing to convert)
 _counters = copier(CampaignCounters, *(a.name for a in attrs.fields(CampaignCounters)))
 _NO_IN_FLIGHT = InFlightCounts()
+_NO_CALLS: Mapping[str, str] = MappingProxyType({})
 
 
 class _CampaignIndex:
@@ -216,13 +314,22 @@ class _Store:
     def __init__(self) -> None:
         self.campaigns: dict[str, Campaign] = {}
         self.indexes: dict[str, _CampaignIndex] = {}
-        self.recipients: dict[str, Recipient] = {}
-        self.attempts: dict[str, Attempt] = {}
+        #: Each recipient is in one of two dicts: final ones without ``history`` as rows
+        #: (``_keeps_as_row``), all others as values. Pending ones are always values, so
+        #: the due queue reads ``recipient_values`` alone (a row is never pending).
+        self.recipient_values: dict[str, Recipient] = {}
+        self.recipient_rows: dict[str, _Row] = {}
+        #: Each attempt likewise: ended ones as rows, the others (in flight) as values, in
+        #: the order they were last saved (an update moves one to the end)
+        self.attempt_values: dict[str, Attempt] = {}
+        self.attempt_rows: dict[str, _Row] = {}
         #: attempt ids per recipient, oldest first (tuples of strings: the garbage collector
         #: stops tracking them, where a list per recipient would be walked forever)
         self.attempts_by_recipient: dict[str, tuple[str, ...]] = {}
-        self.by_external: dict[tuple[str, str], str] = {}
-        self.unfinished: dict[str, None] = {}  # ids of attempts not ended (ordered set)
+        #: attempt ids by provider, then by the provider's call id (dicts of strings, which
+        #: the garbage collector never tracks, where ``(provider, call id)`` keys would add
+        #: a tracked tuple per call)
+        self.by_external: dict[str, dict[str, str]] = {}
         self.in_flight_campaign: dict[str, int] = {}
         self.in_flight_workspace: dict[str, int] = {}
         self.in_flight_total = 0
@@ -234,6 +341,55 @@ class _Store:
         #: ids of :meth:`InMemoryUnitOfWork.dispatchable_campaigns`, in order (None: unknown);
         #: forgotten whenever a campaign is added or saved
         self.dispatchable: list[str] | None = None
+
+    def own_call(self, provider: str, external_call_id: str, attempt_id: str) -> None:
+        """Index ``attempt_id`` as the attempt ``provider`` knows as ``external_call_id``."""
+        calls = self.by_external.get(provider)
+        if calls is None:
+            calls = self.by_external[provider] = {}
+        calls[external_call_id] = attempt_id
+
+    def disown_call(self, provider: str, external_call_id: str, attempt_id: str) -> None:
+        """Drop that index entry, if it is ``attempt_id``'s."""
+        calls = self.by_external.get(provider)
+        if calls is not None and calls.get(external_call_id) == attempt_id:
+            del calls[external_call_id]
+
+    def recipient(self, recipient_id: str) -> Recipient:
+        """The stored recipient (a new, equal value on each read when it is kept as a
+        row); ``KeyError`` if there is none."""
+        rec = self.recipient_values.get(recipient_id)
+        return _recipient_of(self.recipient_rows[recipient_id]) if rec is None else rec
+
+    def keep_recipient(self, rec: Recipient) -> None:
+        """Store ``rec`` in its form (row or value), in place of any stored version."""
+        rid = rec.id
+        if _keeps_as_row(rec):
+            self.recipient_values.pop(rid, None)
+            self.recipient_rows[rid] = _recipient_row(rec)
+        else:
+            self.recipient_rows.pop(rid, None)
+            self.recipient_values[rid] = rec
+
+    def attempt(self, attempt_id: str) -> Attempt:
+        """The stored attempt (a new, equal value on each read once it has ended);
+        ``KeyError`` if there is none."""
+        a = self.attempt_values.get(attempt_id)
+        return _attempt_of(self.attempt_rows[attempt_id]) if a is None else a
+
+    @property
+    def recipients(self) -> dict[str, Recipient]:
+        """Every stored recipient by id, built on each read (for inspection)."""
+        found = dict(self.recipient_values)
+        found.update((rid, _recipient_of(row)) for rid, row in self.recipient_rows.items())
+        return found
+
+    @property
+    def attempts(self) -> dict[str, Attempt]:
+        """Every stored attempt by id, built on each read (for inspection)."""
+        found = dict(self.attempt_values)
+        found.update((aid, _attempt_of(row)) for aid, row in self.attempt_rows.items())
+        return found
 
 
 class _ClosedStore(_Store):
@@ -437,7 +593,7 @@ class InMemoryUnitOfWork:
         ids: set[str] = set()
         for r in recipients:
             self._index(r.campaign_id)
-            if r.id in s.recipients or r.id in ids:
+            if r.id in s.recipient_values or r.id in s.recipient_rows or r.id in ids:
                 raise RepositoryError(f"recipient {r.id!r} already exists")
             _due_utc(r)
             ids.add(r.id)
@@ -461,7 +617,7 @@ class InMemoryUnitOfWork:
                 continue
             seq = len(index.order) + 1
             rec = r if r.seq == seq else replace(r, seq=seq)
-            s.recipients[rec.id] = rec
+            s.keep_recipient(rec)
             index.order.append(rec.id)
             index.phones.add(rec.phone)
             self._push(index, rec)
@@ -479,7 +635,9 @@ class InMemoryUnitOfWork:
 
         def undo() -> None:
             for rid in index.order[before:]:
-                index.phones.discard(s.recipients.pop(rid).phone)
+                index.phones.discard(s.recipient(rid).phone)
+                s.recipient_values.pop(rid, None)
+                s.recipient_rows.pop(rid, None)
             del index.order[before:]
             index.restore(old_counts)
             index.outcomes = old_outcomes
@@ -488,11 +646,15 @@ class InMemoryUnitOfWork:
         return added
 
     def get_recipient(self, recipient_id: str) -> Recipient:
-        """The stored recipient; ``NotFound("recipient", id)`` if there is none."""
+        """The stored recipient; ``NotFound("recipient", id)`` if there is none. A final
+        recipient is a new, equal value on each read (the store keeps it as a row)."""
         s = self._s
-        rec = s.recipients.get(recipient_id)
-        if rec is None:
-            raise NotFound("recipient", recipient_id)
+        rec = s.recipient_values.get(recipient_id)
+        if rec is None:  # final (a row) or unknown: ``s.recipient``, inline
+            row = s.recipient_rows.get(recipient_id)
+            if row is None:
+                raise NotFound("recipient", recipient_id)
+            return _recipient_of(row)
         return rec
 
     def save_recipient(self, recipient: Recipient, previous: Recipient) -> None:
@@ -504,9 +666,14 @@ class InMemoryUnitOfWork:
         changes campaign, or if its new phone is already in the campaign.
         """
         s = self._s
-        stored = s.recipients.get(recipient.id)
-        if stored is None:
-            raise NotFound("recipient", recipient.id)
+        values = s.recipient_values
+        stored = values.get(recipient.id)
+        was_row = stored is None
+        if stored is None:  # a final recipient, kept as a row (``s.recipient``, inline)
+            row = s.recipient_rows.get(recipient.id)
+            if row is None:
+                raise NotFound("recipient", recipient.id)
+            stored = _recipient_of(row)
         old_status = stored.status
         if old_status is not previous.status:
             raise RepositoryError(
@@ -529,7 +696,15 @@ class InMemoryUnitOfWork:
         # Checked: from here on nothing raises.
         new = recipient if recipient.seq == stored.seq else replace(recipient, seq=stored.seq)
         new_status = new.status
-        s.recipients[new.id] = new
+        # s.keep_recipient(new), inline: only a final one can be a row
+        if new_status in _FINAL and not new.history:  # _keeps_as_row(new)
+            s.recipient_rows[new.id] = _recipient_row(new)
+            if not was_row:
+                del values[new.id]
+        else:
+            values[new.id] = new
+            if was_row:
+                del s.recipient_rows[new.id]
         if phone_changed:
             index.phones.discard(stored.phone)
             index.phones.add(new.phone)
@@ -586,7 +761,7 @@ class InMemoryUnitOfWork:
         whether that gave the outcome counts a new key, None if they did not move)."""
         s = self._s
         index = s.indexes[stored.campaign_id]
-        s.recipients[stored.id] = stored
+        s.keep_recipient(stored)
         if new.phone != stored.phone:
             index.phones.discard(new.phone)
             index.phones.add(stored.phone)
@@ -633,11 +808,11 @@ class InMemoryUnitOfWork:
         index = s.indexes.get(campaign_id)
         if index is None:
             return Page(items=(), page=page, page_size=page_size, total=0)
-        recs = s.recipients
+        recipient = s.recipient
         if not statuses and not search:
             ids = index.order[start:stop]
             return Page(
-                items=tuple(recs[i] for i in ids),
+                items=tuple(map(recipient, ids)),
                 page=page,
                 page_size=page_size,
                 total=len(index.order),
@@ -646,7 +821,7 @@ class InMemoryUnitOfWork:
         needle = search.casefold() if search else None
         found = [
             r
-            for r in (recs[i] for i in index.order)
+            for r in map(recipient, index.order)
             if (not wanted or r.status in wanted) and (needle is None or _matches(r, needle))
         ]
         return Page(
@@ -669,7 +844,7 @@ class InMemoryUnitOfWork:
         """The pending recipient at ``seq``, None if there is none."""
         if not 0 < seq <= len(index.order):
             return None
-        rec = self._s.recipients.get(index.order[seq - 1])
+        rec = self._s.recipient_values.get(index.order[seq - 1])  # (a row is never pending)
         if rec is None or rec.status is not _PENDING or rec.seq != seq:
             return None
         return rec
@@ -678,7 +853,8 @@ class InMemoryUnitOfWork:
         """Move waiting entries that are due at ``now`` to the ready heap."""
         waiting = index.waiting
         if waiting and waiting[0][0] <= now:
-            ready, order, recipients = index.ready, index.order, self._s.recipients
+            # (the pending recipients are values: a row is final)
+            ready, order, recipients = index.ready, index.order, self._s.recipient_values
             size = len(order)
             pop, push = heapq.heappop, heapq.heappush
             while waiting and waiting[0][0] <= now:
@@ -712,7 +888,7 @@ class InMemoryUnitOfWork:
             index.watermark = now
         ready = index.ready
         pop = heapq.heappop
-        recipients, order = s.recipients, index.order
+        recipients, order = s.recipient_values, index.order  # (a row is never pending)
         size = len(order)
         taken: list[int] = []
         found: list[Recipient] = []
@@ -810,15 +986,15 @@ class InMemoryUnitOfWork:
         s = self._s
         _utc(now, "now")
         index = self._index(campaign_id)
-        recs = s.recipients
+        values = s.recipient_values  # (a row is never pending)
         skipped: list[Recipient] = []
         old_counts = index.counts.copy()
         old_outcomes = dict(index.outcomes)
         for rid in index.order:
-            rec = recs[rid]
-            if rec.status is _PENDING:
-                recs[rid] = replace(
-                    rec, status=RecipientStatus.SKIPPED, error=reason, updated_at=now
+            rec = values.get(rid)
+            if rec is not None and rec.status is _PENDING:
+                s.keep_recipient(
+                    replace(rec, status=RecipientStatus.SKIPPED, error=reason, updated_at=now)
                 )
                 skipped.append(rec)
                 self._move_outcome(index, None, rec.outcome)
@@ -829,7 +1005,7 @@ class InMemoryUnitOfWork:
 
         def undo() -> None:
             for rec in skipped:
-                recs[rec.id] = rec
+                s.keep_recipient(rec)
                 self._push(index, rec)
             index.restore(old_counts)
             index.outcomes = old_outcomes
@@ -856,14 +1032,15 @@ class InMemoryUnitOfWork:
     def _attach(self, a: Attempt) -> None:
         """Add ``a`` to every attempt index and counter."""
         s = self._s
-        s.attempts[a.id] = a
         by_recipient = s.attempts_by_recipient
         by_recipient[a.recipient_id] = (*by_recipient.get(a.recipient_id, ()), a.id)
         if a.provider is not None and a.external_call_id is not None:
-            s.by_external[(a.provider, a.external_call_id)] = a.id
+            s.own_call(a.provider, a.external_call_id, a.id)
         index = s.indexes.get(a.campaign_id)
-        if a.status is not _ENDED:  # a.in_flight
-            s.unfinished[a.id] = None
+        if a.status is _ENDED:
+            s.attempt_rows[a.id] = _attempt_row(a)
+        else:  # a.in_flight
+            s.attempt_values[a.id] = a
             s.in_flight_total += 1
             s.in_flight_workspace[a.workspace_id] = s.in_flight_workspace.get(a.workspace_id, 0) + 1
             if not a.test_call:
@@ -887,19 +1064,19 @@ class InMemoryUnitOfWork:
     def _detach(self, a: Attempt) -> None:
         """Remove ``a`` from every attempt index and counter (the inverse of ``_attach``)."""
         s = self._s
-        del s.attempts[a.id]
+        if a.status is _ENDED:
+            del s.attempt_rows[a.id]
+        else:
+            del s.attempt_values[a.id]
         siblings = _without(s.attempts_by_recipient[a.recipient_id], a.id)
         if siblings:
             s.attempts_by_recipient[a.recipient_id] = siblings
         else:
             del s.attempts_by_recipient[a.recipient_id]
         if a.provider is not None and a.external_call_id is not None:
-            key = (a.provider, a.external_call_id)
-            if s.by_external.get(key) == a.id:
-                del s.by_external[key]
+            s.disown_call(a.provider, a.external_call_id, a.id)
         index = s.indexes.get(a.campaign_id)
         if a.in_flight:
-            del s.unfinished[a.id]
             s.in_flight_total -= 1
             _decrement(s.in_flight_workspace, a.workspace_id)
             if not a.test_call:
@@ -921,7 +1098,9 @@ class InMemoryUnitOfWork:
         change; ``attempts_for`` orders them by number anyway)."""
         s = self._s
         aid = new.id
-        s.attempts[aid] = new
+        was, now = old.status is not _ENDED, new.status is not _ENDED
+        if not now:
+            s.attempt_rows[aid] = _attempt_row(new)
         new_provider, new_external = new.provider, new.external_call_id
         if new_external is not old.external_call_id or new_provider is not old.provider:
             old_provider, old_external = old.provider, old.external_call_id
@@ -929,24 +1108,23 @@ class InMemoryUnitOfWork:
                 old_provider is not None
                 and old_external is not None
                 and (old_provider != new_provider or old_external != new_external)
-                and s.by_external.get((old_provider, old_external)) == aid
             ):
-                del s.by_external[(old_provider, old_external)]
+                s.disown_call(old_provider, old_external, aid)
             if new_provider is not None and new_external is not None:
-                s.by_external[(new_provider, new_external)] = aid
-        was, now = old.status is not _ENDED, new.status is not _ENDED
-        unfinished = s.unfinished
+                s.own_call(new_provider, new_external, aid)
+        values = s.attempt_values
         if was:
-            del unfinished[aid]  # (and back at the end if still in flight, as _attach puts it)
+            del values[aid]  # (and back at the end if still in flight, as _attach puts it)
             if now:
-                unfinished[aid] = None
+                values[aid] = new
                 return  # in flight before and after: no counter moves
             s.in_flight_total -= 1
             _decrement(s.in_flight_workspace, new.workspace_id)
             if not new.test_call:
                 _decrement(s.in_flight_campaign, new.campaign_id)
         elif now:
-            unfinished[aid] = None
+            del s.attempt_rows[aid]
+            values[aid] = new
             s.in_flight_total += 1
             s.in_flight_workspace[new.workspace_id] = (
                 s.in_flight_workspace.get(new.workspace_id, 0) + 1
@@ -970,7 +1148,7 @@ class InMemoryUnitOfWork:
 
     def _check_external(self, a: Attempt) -> None:
         if a.provider is not None and a.external_call_id is not None:
-            owner = self._s.by_external.get((a.provider, a.external_call_id))
+            owner = self._s.by_external.get(a.provider, _NO_CALLS).get(a.external_call_id)
             if owner is not None and owner != a.id:
                 raise RepositoryError(
                     f"attempt {a.id!r}: {a.provider} call {a.external_call_id!r} "
@@ -986,7 +1164,7 @@ class InMemoryUnitOfWork:
         s = self._s
         if attempt.created_at.tzinfo is not UTC:
             _utc(attempt.created_at, "attempt.created_at")
-        if attempt.id in s.attempts:
+        if attempt.id in s.attempt_values or attempt.id in s.attempt_rows:
             raise RepositoryError(f"attempt {attempt.id!r} already exists")
         if not attempt.test_call and attempt.campaign_id not in s.indexes:
             raise NotFound("campaign", attempt.campaign_id)
@@ -1009,13 +1187,20 @@ class InMemoryUnitOfWork:
             raise
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
-        return self._s.attempts.get(attempt_id)
+        """The attempt; None if there is none. An ended attempt is a new, equal value on
+        each read (the store keeps it as a row)."""
+        s = self._s
+        a = s.attempt_values.get(attempt_id)
+        if a is None:  # ended (a row) or unknown: ``s.attempt``, inline
+            row = s.attempt_rows.get(attempt_id)
+            return None if row is None else _attempt_of(row)
+        return a
 
     def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
         """The attempt the provider knows as ``external_call_id``; None if none."""
         s = self._s
-        attempt_id = s.by_external.get((provider, external_call_id))
-        return None if attempt_id is None else s.attempts[attempt_id]
+        attempt_id = s.by_external.get(provider, _NO_CALLS).get(external_call_id)
+        return None if attempt_id is None else s.attempt(attempt_id)
 
     def save_attempt(self, attempt: Attempt) -> None:
         """Update an attempt.
@@ -1026,9 +1211,12 @@ class InMemoryUnitOfWork:
         writes with the old token are refused. ``NotFound`` if it does not exist.
         """
         s = self._s
-        stored = s.attempts.get(attempt.id)
-        if stored is None:
-            raise NotFound("attempt", attempt.id)
+        stored = s.attempt_values.get(attempt.id)
+        if stored is None:  # ended (a row) or unknown: ``s.attempt``, inline
+            row = s.attempt_rows.get(attempt.id)
+            if row is None:
+                raise NotFound("attempt", attempt.id)
+            stored = _attempt_of(row)
         if stored.claim_token > attempt.claim_token:
             raise StaleClaim(attempt.id, attempt.claim_token)
         if (
@@ -1067,7 +1255,7 @@ class InMemoryUnitOfWork:
     def attempts_for(self, recipient_id: str) -> list[Attempt]:
         """The recipient's attempts by number (then creation)."""
         s = self._s
-        found = list(map(s.attempts.__getitem__, s.attempts_by_recipient.get(recipient_id, ())))
+        found = list(map(s.attempt, s.attempts_by_recipient.get(recipient_id, ())))
         if len(found) > 1 and not _in_order(found):
             found.sort(key=lambda a: (a.number, _utc(a.created_at, "")))
         return found
@@ -1083,7 +1271,7 @@ class InMemoryUnitOfWork:
         for rid in recipient_ids:
             found = (
                 _utc(a.created_at, "")
-                for a in (s.attempts[i] for i in s.attempts_by_recipient.get(rid, ()))
+                for a in map(s.attempt, s.attempts_by_recipient.get(rid, ()))
                 if not a.test_call
             )
             starts[rid] = sorted(t for t in found if t >= since)
@@ -1134,7 +1322,7 @@ class InMemoryUnitOfWork:
         first."""
         s = self._s
         started_before = _utc(started_before, "started_before")
-        found = [a for a in map(s.attempts.__getitem__, s.unfinished) if _start(a) < started_before]
+        found = [a for a in s.attempt_values.values() if _start(a) < started_before]
         found.sort(key=_start)
         return found
 
