@@ -160,6 +160,18 @@ def test_campaign_completes_when_nothing_is_left() -> None:
     assert [t.action for t in plan.transitions] == [CampaignAction.COMPLETE]
 
 
+def test_the_snapshots_counters_decide_over_the_campaigns_older_ones() -> None:
+    # a repository may hand the counters apart from the campaign (dispatchable_campaigns)
+    done = CampaignCounters(total=3, completed=2, failed=1)
+    pending = CampaignCounters(total=3, completed=2, pending=1)
+    older_pending = attrs.evolve(shot(campaign(counters=pending), []), counters=done)
+    plan = Engine().plan(NOW, Snapshot((older_pending,)))
+    assert [t.action for t in plan.transitions] == [CampaignAction.COMPLETE]
+    older_done = attrs.evolve(shot(campaign(counters=done), [recipient(1)]), counters=pending)
+    plan = Engine().plan(NOW, Snapshot((older_done,)))
+    assert plan.transitions == () and len(plan.dials) == 1
+
+
 def test_workspace_limit_is_shared_round_robin_between_campaigns() -> None:
     engine = Engine(EngineConfig(default_workspace_limit=4))
     a = campaign(id="a", concurrency_limit=10)

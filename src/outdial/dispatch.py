@@ -116,6 +116,7 @@ _campaign_snapshot = copier(
     "attempt_starts",
     "suppressed",
     "next_due_at",
+    "counters",
 )
 _snapshot = copier(Snapshot, "campaigns", "in_flight")
 _NO_REQUEST = DialRequest("", "", "", "", "", AgentSettings())
@@ -257,8 +258,7 @@ class DialerCore:
         shots: list[CampaignSnapshot] = []
         campaigns = uow.dispatchable_campaigns()
         shared = len(campaigns) > 1  # fairness between campaigns needs their last starts
-        for c in campaigns:
-            counters = c.counters
+        for c, counters in campaigns:
             dialing = (
                 c.status is _ACTIVE
                 and counters.pending + counters.queued + counters.calling > 0
@@ -266,7 +266,9 @@ class DialerCore:
             )
             if not dialing:
                 shots.append(
-                    _campaign_snapshot(_NO_SNAPSHOT, c, _NO_STATS, (), False, _NONE, _NO_ONE, None)
+                    _campaign_snapshot(
+                        _NO_SNAPSHOT, c, _NO_STATS, (), False, _NONE, _NO_ONE, None, counters
+                    )
                 )
                 continue
             stats = (
@@ -302,6 +304,7 @@ class DialerCore:
                     uow.next_due_at(c.id, now)
                     if engine.needs_next_due(c, capacity, len(candidates), want)
                     else None,
+                    counters,
                 )
             )
         return _snapshot(_NO_SNAPSHOTS, tuple(shots), in_flight)

@@ -39,7 +39,7 @@ import attrs
 from outdial._attrs import copier, maker, replace
 from outdial._time import local_midnight, require_aware
 from outdial.calendar import ALWAYS_OPEN, BusinessHours, Calendar
-from outdial.campaign import Campaign, CampaignAction, CampaignStatus
+from outdial.campaign import Campaign, CampaignAction, CampaignCounters, CampaignStatus
 from outdial.compliance import RuleSet, get_rule_set
 from outdial.errors import (
     ConfigurationError,
@@ -199,6 +199,9 @@ class CampaignSnapshot:
     attempt_starts: Mapping[str, Sequence[datetime]] = attrs.field(factory=dict)
     suppressed: frozenset[str] = frozenset()
     next_due_at: datetime | None = None  # earliest future due time among pending
+    #: the campaign's current counters (``UnitOfWork.dispatchable_campaigns`` gives them
+    #: apart from the campaign); None: ``campaign.counters`` are current
+    counters: CampaignCounters | None = None
 
 
 @attrs.frozen
@@ -490,7 +493,8 @@ class Engine:
                 else:
                     wakes.append(start)
                 continue
-            if c.counters.remaining == 0:
+            counters = cs.counters
+            if (c.counters if counters is None else counters).remaining == 0:
                 transitions.append(
                     CampaignTransition(c.id, CampaignAction.COMPLETE, "nothing left to dial")
                 )

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from outdial.campaign import AgentSettings, Campaign, CampaignStatus
+from outdial.campaign import AgentSettings, Campaign, CampaignCounters, CampaignStatus
 from outdial.errors import ConfigurationError
 from outdial.events import DomainEvent
 from outdial.outcomes import CallOutcome
@@ -306,8 +306,13 @@ class UnitOfWork(Protocol):
     def find_recent_draft(
         self, workspace_id: str, created_by: str | None, since: datetime
     ) -> Campaign | None: ...
-    def dispatchable_campaigns(self) -> list[Campaign]:
-        """Campaigns the engine must look at: scheduled, active and paused, not deleted."""
+    def dispatchable_campaigns(self) -> list[tuple[Campaign, CampaignCounters]]:
+        """Campaigns the engine must look at (scheduled, active and paused, not deleted),
+        oldest first, each with its current counters.
+
+        The campaign's status and settings are current; its own ``counters`` field may
+        be older than the pair's (an adapter that keeps counters apart from the campaign
+        need not build a new ``Campaign`` each time they move): read the pair's."""
         ...
 
     # recipients

@@ -604,7 +604,7 @@ class RepositoryContract:
         for campaign in [*by_status.values(), other, deleted]:
             seed(repo, campaign)
         with repo.transaction() as uow:
-            found = set(ids(uow.dispatchable_campaigns()))
+            found = {c.id for c, _ in uow.dispatchable_campaigns()}
         expected = {
             by_status[CampaignStatus.SCHEDULED].id,
             by_status[CampaignStatus.ACTIVE].id,
@@ -612,6 +612,27 @@ class RepositoryContract:
             other.id,
         }
         assert found == expected
+
+    def test_dispatchable_campaigns_come_with_current_status_and_counters(
+        self, repo: Repository
+    ) -> None:
+        campaign = make_campaign(status=CampaignStatus.ACTIVE)
+        stored = seed(repo, campaign, [make_recipient(campaign, phone(n)) for n in range(3)])
+        with repo.transaction() as uow:
+            ((found, counters),) = uow.dispatchable_campaigns()
+            assert (found.id, found.status) == (campaign.id, CampaignStatus.ACTIVE)
+            assert counters == recount(stored)
+            # moves in the same transaction are counted at once
+            claim(uow, campaign.id, T0, 1)
+            move(uow, stored[1].id, S.SKIPPED, error="opted out", updated_at=T0)
+            ((_, counters),) = uow.dispatchable_campaigns()
+            assert (counters.pending, counters.queued, counters.skipped) == (1, 1, 1)
+        with repo.transaction() as uow:
+            ((found, counters),) = uow.dispatchable_campaigns()
+            assert counters == recount(uow.list_recipients(campaign.id, page_size=100).items)
+            uow.save_campaign(attrs.evolve(found, status=CampaignStatus.PAUSED))
+            ((paused, _),) = uow.dispatchable_campaigns()
+            assert paused.status is CampaignStatus.PAUSED
 
     # -- recipients -------------------------------------------------------------------------
 

@@ -99,7 +99,7 @@ def test_counters_moved_in_many_shards_add_up_to_the_recipients(
         assert uow.get_campaign(campaign.id).counters == expected
     with open_repo().transaction() as uow:
         assert uow.get_campaign(campaign.id).counters == expected
-        assert [c.counters for c in uow.dispatchable_campaigns()] == [expected]
+        assert [counters for _, counters in uow.dispatchable_campaigns()] == [expected]
         assert [c.counters for c in uow.list_campaigns(campaign.workspace_id).items] == [expected]
         assert uow.list_recipients(campaign.id).total == 6
         assert uow.list_recipients(campaign.id, statuses=[RecipientStatus.CALLING]).total == 0

@@ -71,7 +71,7 @@ def test_rolled_back_campaign_change_never_reaches_the_cache(open_repo: Opener) 
             stored = uow.get_campaign(campaign.id)
             uow.save_campaign(attrs.evolve(stored, name="Never committed"))
             # read back through a query that decodes the (uncommitted) row again
-            assert [c.name for c in uow.dispatchable_campaigns()] == ["Never committed"]
+            assert [c.name for c, _ in uow.dispatchable_campaigns()] == ["Never committed"]
             raise RuntimeError("roll back")
 
     with pytest.raises(RuntimeError):

@@ -1528,10 +1528,12 @@ class SqlUnitOfWork:
         )
         return None if row is None else self._campaign(row)
 
-    def dispatchable_campaigns(self) -> list[Campaign]:
-        """Scheduled, active and paused campaigns that are not deleted, oldest first."""
+    def dispatchable_campaigns(self) -> list[tuple[Campaign, CampaignCounters]]:
+        """Scheduled, active and paused campaigns that are not deleted, oldest first, each
+        with its current counters (the campaign's own, read in the same query)."""
         self._check()
-        return [self._campaign_from(m) for m in self._dicts(self._q.dispatchable_campaigns, {})]
+        found = [self._campaign_from(m) for m in self._dicts(self._q.dispatchable_campaigns, {})]
+        return [(c, c.counters) for c in found]
 
     # -- recipients -----------------------------------------------------------------------------
 

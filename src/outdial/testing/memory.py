@@ -433,10 +433,7 @@ class InMemoryUnitOfWork:
         """The stored campaign with its current counters."""
         s = self._s
         campaign = s.campaigns[campaign_id]
-        index = s.indexes[campaign_id]
-        counters = index._frozen  # index.counters, inline (read on every transaction)
-        if counters is None:
-            counters = index._frozen = _counters(_ZERO_COUNTERS, *index.counts)
+        counters = s.indexes[campaign_id].counters
         if campaign.counters is not counters:
             # A cache refresh, not a change: reads always take counters from the index.
             campaign = _with_counters(campaign, counters)
@@ -565,8 +562,10 @@ class InMemoryUnitOfWork:
                     best, best_key = c, key
         return None if best is None else self._view(best.id)
 
-    def dispatchable_campaigns(self) -> list[Campaign]:
-        """Scheduled, active and paused campaigns that are not deleted, oldest first."""
+    def dispatchable_campaigns(self) -> list[tuple[Campaign, CampaignCounters]]:
+        """Scheduled, active and paused campaigns that are not deleted, oldest first,
+        each with its current counters: the stored campaign as last read or saved (its
+        own ``counters`` may be older), not a new value each time the counters move."""
         s = self._s
         ids = s.dispatchable
         if ids is None:
@@ -577,7 +576,8 @@ class InMemoryUnitOfWork:
             ]
             found.sort(key=lambda c: (_utc(c.created_at, ""), s.indexes[c.id].rank))
             ids = s.dispatchable = [c.id for c in found]
-        return list(map(self._view, ids))
+        campaigns, indexes = s.campaigns, s.indexes
+        return [(campaigns[cid], indexes[cid].counters) for cid in ids]
 
     # -- recipients -----------------------------------------------------------------
 
