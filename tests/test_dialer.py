@@ -34,7 +34,7 @@ from outdial import (
     RetryPolicy,
 )
 from outdial.dialer import RunSummary, _drops_debug
-from outdial.errors import ProviderUnavailable
+from outdial.errors import ProviderUnavailable, StaleClaim, StaleRead
 from outdial.ports import DialRequest, PlacedCall, SystemClock
 from outdial.recipient import AttemptStatus, RecipientStatus
 from outdial.retry import Fixed
@@ -428,6 +428,62 @@ def test_restart_after_a_crash_reconciles_instead_of_redialling() -> None:
     with repo.transaction() as uow:
         crashed = uow.get_attempt(dialing[0].id)
     assert crashed is not None and crashed.external_call_id is not None  # learned from provider
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize(
+    "lost",
+    [
+        StaleRead("recipient", "r", "is calling, not queued as the caller read it"),
+        StaleClaim("a", 0),
+    ],
+    ids=["stale_read", "stale_claim"],
+)
+def test_a_reconcile_overtaken_by_another_write_is_logged_and_the_run_goes_on(
+    use_async: bool, lost: Exception
+) -> None:
+    """A reconcile whose write loses a race with another worker's (the attempt taken
+    over, its recipient moved in between) stores nothing and does not stop the runner:
+    it logs ``reconcile_conflict`` and looks at the attempt again a second later, from
+    what is stored then (never redialling it blindly), so the campaign still ends."""
+    service, repo, clock, provider, bus, cid = setup(10, hours=None, concurrency=2)
+    first = Dialer(repo, CrashAfterRecording(provider, crash_on=3), clock=clock, worker_id="w-a")
+    with pytest.raises(KeyboardInterrupt):
+        first.run_until_idle()
+    runner: Dialer | AsyncDialer = (
+        AsyncDialer(repo, provider.as_async(), clock=clock, events=bus, worker_id="w-a")
+        if use_async
+        else Dialer(repo, provider, clock=clock, events=bus, worker_id="w-a")
+    )
+    record = runner.core.record_reconcile
+    looked_at: list[str] = []
+
+    def overtaken(now: datetime, attempt_id: str, view: Any) -> Any:
+        looked_at.append(attempt_id)
+        if len(looked_at) == 1:
+            raise lost
+        return record(now, attempt_id, view)
+
+    runner.core.record_reconcile = overtaken  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        if isinstance(runner, AsyncDialer):
+            asyncio.run(runner.run_until_idle())
+        else:
+            runner.run_until_idle()
+    conflicts = [line for line in logs if line["event"] == "reconcile_conflict"]
+    assert conflicts == [
+        {
+            "event": "reconcile_conflict",
+            "log_level": "info",
+            "worker": "w-a",
+            "attempt": looked_at[0],
+            "error": str(lost),
+        }
+    ]
+    assert looked_at.count(looked_at[0]) >= 2  # looked at again, and then reconciled
+    c = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
+    assert c.status is CampaignStatus.COMPLETED
+    assert provider.overlapping_calls == 0
 
 
 def test_long_running_dialer_is_event_driven() -> None:

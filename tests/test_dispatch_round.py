@@ -118,6 +118,33 @@ def test_a_rounds_plan_dials_and_claims_are_ordinary_values() -> None:
         plan.dials[0].attempt_number = 5  # type: ignore[misc]
 
 
+def test_the_snapshot_carries_the_capacity_its_candidates_were_sized_with() -> None:
+    repo = InMemoryRepository()
+    dialing = _active(make_campaign(concurrency_limit=2))
+    paused = attrs.evolve(make_campaign(concurrency_limit=2), status=CampaignStatus.PAUSED)
+    with repo.transaction() as uow:
+        for c in (dialing, paused):
+            uow.add_campaign(c)
+            uow.add_recipients([make_recipient(c, phone(n)) for n in range(6)])
+    core = DialerCore(repo)
+    with repo.transaction() as uow:
+        snapshot = core.load_snapshot(uow, T0)
+    by_id = {cs.campaign.id: cs for cs in snapshot.campaigns}
+    loaded = by_id[dialing.id]
+    assert (
+        loaded.capacity
+        == core.engine.campaign_capacity(dialing, 0, loaded.dial_stats, T0)
+        == (2, None)
+    )
+    assert len(loaded.candidates) == core.engine.candidates_wanted(dialing, 2) == 4
+    assert by_id[paused.id].capacity is None  # not dialing: nothing was sized
+    # the plan from it is the plan the engine makes when it computes the capacity itself
+    recomputed = attrs.evolve(
+        snapshot, campaigns=tuple(attrs.evolve(cs, capacity=None) for cs in snapshot.campaigns)
+    )
+    assert core.engine.plan(T0, snapshot) == core.engine.plan(T0, recomputed)
+
+
 @pytest.mark.parametrize("status", list(RecipientStatus))
 def test_a_claim_moves_only_a_recipient_the_table_lets_become_queued(
     status: RecipientStatus,

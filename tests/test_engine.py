@@ -21,6 +21,7 @@ from outdial.campaign import (
 from outdial.engine import CampaignSnapshot, Effect, Engine, EngineConfig, Snapshot
 from outdial.errors import (
     ConfigurationError,
+    InvalidTransition,
     NaiveDatetimeError,
     ProviderRateLimited,
     ProviderRejected,
@@ -28,8 +29,14 @@ from outdial.errors import (
 )
 from outdial.outcomes import CallOutcome
 from outdial.ports import CallEvent, CallStatus, DialStats, InFlightCounts, PlacedCall
-from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus
-from outdial.retry import Fixed, RandomSource, RetryPolicy
+from outdial.recipient import (
+    RECIPIENT_TRANSITIONS,
+    Attempt,
+    AttemptStatus,
+    Recipient,
+    RecipientStatus,
+)
+from outdial.retry import Fixed, RandomSource, RetryAt, RetryPolicy
 
 UTC = timezone.utc
 # Monday 2026-11-23 15:00 UTC = 10:00 in New York
@@ -170,6 +177,32 @@ def test_the_snapshots_counters_decide_over_the_campaigns_older_ones() -> None:
     older_done = attrs.evolve(shot(campaign(counters=done), [recipient(1)]), counters=pending)
     plan = Engine().plan(NOW, Snapshot((older_done,)))
     assert plan.transitions == () and len(plan.dials) == 1
+
+
+def test_plan_uses_the_capacity_the_snapshot_was_loaded_with() -> None:
+    # the loader sized the candidates with campaign_capacity at the same instant: plan
+    # takes that result as it is rather than computing it a second time
+    engine = Engine()
+    rs = [recipient(i) for i in range(4)]
+    later = NOW + timedelta(seconds=40)
+    plan = engine.plan(NOW, Snapshot((shot(campaign(), rs, capacity=(2, later)),)))
+    assert [d.recipient.id for d in plan.dials] == ["r0", "r1"]
+    assert plan.wake_at == later
+    plan = engine.plan(NOW, Snapshot((shot(campaign(), rs, capacity=(0, None)),)))
+    assert plan.dials == () and plan.wake_at is None
+
+
+def test_plan_computes_the_capacity_when_the_snapshot_has_none() -> None:
+    engine = Engine()
+    c = campaign(concurrency_limit=3)
+    rs = [recipient(i) for i in range(5)]
+    in_flight = InFlightCounts({"c1": 1}, {"w1": 1}, 1)
+    computed = engine.campaign_capacity(c, 1, DialStats(), NOW)
+    assert computed == (2, None)
+    without = engine.plan(NOW, Snapshot((shot(c, rs),), in_flight))
+    given = engine.plan(NOW, Snapshot((shot(c, rs, capacity=computed),), in_flight))
+    assert [d.recipient.id for d in without.dials] == ["r0", "r1"]
+    assert without == given
 
 
 def test_workspace_limit_is_shared_round_robin_between_campaigns() -> None:
@@ -623,3 +656,27 @@ def test_a_call_ends_when_its_event_says_but_never_before_its_attempt_began(
     d = Engine().on_event(NOW + timedelta(minutes=9), c, attempt(), CALLING, event, [attempt()])
     assert d.attempt is not None and d.attempt.ended_at == ends
     assert d.retry_at == ends + timedelta(minutes=10)
+
+
+def test_the_moves_made_without_check_move_are_ones_the_table_allows() -> None:
+    # on_placed moves a queued recipient to calling, and a retry moves a calling one
+    # back to pending, without asking check_move: the table must always allow both
+    assert (RecipientStatus.QUEUED, RecipientStatus.CALLING) in RECIPIENT_TRANSITIONS
+    assert (RecipientStatus.CALLING, RecipientStatus.PENDING) in RECIPIENT_TRANSITIONS
+
+
+@pytest.mark.parametrize("status", list(RecipientStatus))
+def test_a_retry_moves_a_recipient_only_where_the_table_allows(status: RecipientStatus) -> None:
+    c = campaign()
+    r = recipient(1, status=status, attempts=1)
+    a = Attempt("a1", "c1", "r1", "w1", 1, r.phone, NOW - timedelta(minutes=3))
+    retry = RetryAt(NOW + timedelta(minutes=10), timedelta(minutes=10), "busy")
+    engine = Engine()
+    if (status, RecipientStatus.PENDING) in RECIPIENT_TRANSITIONS:
+        decision = engine._retry_or_final(NOW, c, a, r, retry, CallOutcome.BUSY)
+        assert decision.recipient is not None
+        assert decision.recipient.status is RecipientStatus.PENDING
+        assert decision.recipient.next_attempt_at == retry.at
+    else:
+        with pytest.raises(InvalidTransition):
+            engine._retry_or_final(NOW, c, a, r, retry, CallOutcome.BUSY)

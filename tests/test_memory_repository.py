@@ -21,7 +21,7 @@ from contract.repository_contract import (
     make_recipient,
     phone,
 )
-from outdial.campaign import Campaign, CampaignCounters
+from outdial.campaign import Campaign, CampaignCounters, CampaignStatus
 from outdial.errors import RepositoryError, StaleClaim
 from outdial.outcomes import CallOutcome
 from outdial.ports import Repository, UnitOfWork
@@ -606,3 +606,35 @@ def test_the_inspection_views_of_the_store_hold_every_recipient_and_attempt() ->
         stored = uow.list_recipients(campaign.id).items
     assert repo._store.recipients == {r.id: r for r in stored}
     assert repo._store.attempts == {calls[0].id: _ended(calls[0]), calls[1].id: calls[1]}
+
+
+def test_attempts_in_flight_that_started_at_once_are_unfinished_in_the_order_last_saved() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    recs = [make_recipient(campaign, phone(n)) for n in range(3)]
+    calls = [make_attempt(rec) for rec in recs]  # all created at T0
+    early = make_attempt(recs[0], number=2, created_at=T0 - timedelta(seconds=1))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients(recs)
+        for call in [*calls, early]:
+            uow.add_attempt(call)
+        uow.save_attempt(calls[0])  # saved again: now the last saved of the three
+        found = uow.unfinished_attempts(started_before=T0 + timedelta(seconds=1))
+    assert [a.id for a in found] == [early.id, calls[1].id, calls[2].id, calls[0].id]
+
+
+def test_dispatchable_campaigns_carry_the_counters_of_the_moment() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign(status=CampaignStatus.ACTIVE)
+    rec = make_recipient(campaign, phone(1))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        ((_, before),) = uow.dispatchable_campaigns()
+        uow.add_recipients([rec])
+        ((listed, after),) = uow.dispatchable_campaigns()
+        ((_, again),) = uow.dispatchable_campaigns()
+    assert listed.id == campaign.id
+    assert (before.total, before.pending) == (0, 0)
+    assert (after.total, after.pending) == (1, 1)
+    assert again is after  # built once, until the counts move again

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from outdial.dialer import RunSummary, _Base, _reconcile_targets
+from outdial.dialer import _LOST_RACE, RunSummary, _Base, _reconcile_targets
 from outdial.dispatch import Claim, EventResult
 from outdial.engine import Plan
 from outdial.errors import ProviderError, ProviderUnavailable
@@ -248,6 +248,9 @@ class AsyncDialer(_Base):
             view = await provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
         except ProviderError as exc:
             view = exc
-        self._reconciled(
-            attempt_id, await self._db(self.core.record_reconcile, now, attempt_id, view)
-        )
+        try:
+            decision = await self._db(self.core.record_reconcile, now, attempt_id, view)
+        except _LOST_RACE as exc:
+            self._reconcile_lost(now, attempt_id, exc)
+            return
+        self._reconciled(attempt_id, decision)

@@ -36,7 +36,7 @@ import structlog
 
 from outdial.dispatch import Claim, DialerCore, EventResult, Placement
 from outdial.engine import Effect, Engine, Plan, ResultDecision
-from outdial.errors import ProviderError, ProviderUnavailable
+from outdial.errors import ProviderError, ProviderUnavailable, StaleClaim, StaleRead
 from outdial.phone import mask_phone
 from outdial.ports import (
     CallEvent,
@@ -59,6 +59,10 @@ _Step = tuple[Callable[..., Any], tuple[Any, ...]]
 
 #: effects of an event that changed nothing (logged at debug level)
 _IGNORED = (Effect.DUPLICATE, Effect.STALE, Effect.LATE)
+#: what a reconcile raises when another worker's write overtook it (see _reconcile_lost)
+_LOST_RACE = (StaleClaim, StaleRead)
+#: how long after such a lost race the attempt is looked at again
+_RECONCILE_CONFLICT_DELAY = timedelta(seconds=1)
 #: the effect of an event that changed something (counted, not logged)
 _APPLIED = Effect.APPLIED
 
@@ -368,6 +372,17 @@ class _Base:
         """Log the campaign transitions a dispatch round committed."""
         for t in plan.transitions:
             self.log.info("campaign_transition", campaign=t.campaign_id, action=str(t.action))
+
+    def _reconcile_lost(self, now: datetime, attempt_id: str, exc: StaleClaim | StaleRead) -> None:
+        """Log a reconcile that another write overtook (nothing was stored) and look at
+        the attempt again ``_RECONCILE_CONFLICT_DELAY`` (a second) later.
+
+        Another worker took the attempt over (``StaleClaim``) or moved its recipient
+        or campaign between this worker's read and its write (``StaleRead``). Looking
+        again decides from what is stored then: an attempt that has ended since is
+        left alone, one still in doubt is reconciled."""
+        self.log.info("reconcile_conflict", attempt=attempt_id, error=str(exc))
+        self._recheck[attempt_id] = now + _RECONCILE_CONFLICT_DELAY
 
     def _reconciled(self, attempt_id: str, decision: ResultDecision) -> None:
         """Log a reconciled attempt, and recheck it later when its fate is still unknown."""
@@ -709,4 +724,9 @@ class Dialer(_Base):
             view = provider.fetch_call(attempt_id=attempt_id, external_call_id=external)
         except ProviderError as exc:
             view = exc
-        self._reconciled(attempt_id, self.core.record_reconcile(now, attempt_id, view))
+        try:
+            decision = self.core.record_reconcile(now, attempt_id, view)
+        except _LOST_RACE as exc:
+            self._reconcile_lost(now, attempt_id, exc)
+            return
+        self._reconciled(attempt_id, decision)

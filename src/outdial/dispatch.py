@@ -117,6 +117,7 @@ _campaign_snapshot = copier(
     "suppressed",
     "next_due_at",
     "counters",
+    "capacity",
 )
 _snapshot = copier(Snapshot, "campaigns", "in_flight")
 _NO_REQUEST = DialRequest("", "", "", "", "", AgentSettings())
@@ -267,7 +268,7 @@ class DialerCore:
             if not dialing:
                 shots.append(
                     _campaign_snapshot(
-                        _NO_SNAPSHOT, c, _NO_STATS, (), False, _NONE, _NO_ONE, None, counters
+                        _NO_SNAPSHOT, c, _NO_STATS, (), False, _NONE, _NO_ONE, None, counters, None
                     )
                 )
                 continue
@@ -276,7 +277,8 @@ class DialerCore:
                 if shared or engine.needs_dial_stats(c)
                 else _NO_STATS
             )
-            capacity, _ = engine.campaign_capacity(c, by_campaign.get(c.id, 0), stats, now)
+            sized = engine.campaign_capacity(c, by_campaign.get(c.id, 0), stats, now)
+            capacity = sized[0]
             want = engine.candidates_wanted(c, capacity)
             candidates = uow.due_recipients(c.id, now, want) if want else []
             starts: Mapping[str, Sequence[datetime]] = _NONE
@@ -305,6 +307,7 @@ class DialerCore:
                     if engine.needs_next_due(c, capacity, len(candidates), want)
                     else None,
                     counters,
+                    sized,  # the plan at this instant uses it as it is
                 )
             )
         return _snapshot(_NO_SNAPSHOTS, tuple(shots), in_flight)

@@ -83,7 +83,8 @@ _ended_attempt = copier(
     "placed_at",
 )
 
-# copies of a recipient for the moves made on every call (after ``check_move``)
+# copies of a recipient for the moves made on every call (after ``check_move``, or for a
+# move RECIPIENT_TRANSITIONS always allows)
 _calling_recipient = copier(Recipient, "status", "external_call_id", "updated_at")
 _settled_recipient = copier(
     Recipient,
@@ -202,6 +203,10 @@ class CampaignSnapshot:
     #: the campaign's current counters (``UnitOfWork.dispatchable_campaigns`` gives them
     #: apart from the campaign); None: ``campaign.counters`` are current
     counters: CampaignCounters | None = None
+    #: :meth:`Engine.campaign_capacity` of this campaign at the snapshot's instant, as
+    #: the loader computed it to size ``candidates``; None: :meth:`Engine.plan` computes
+    #: it. A snapshot describes one instant: plan it at the ``now`` it was loaded at.
+    capacity: tuple[int, datetime | None] | None = None
 
 
 @attrs.frozen
@@ -466,6 +471,7 @@ class Engine:
     # -- dispatch ------------------------------------------------
 
     def plan(self, now: datetime, snapshot: Snapshot) -> Plan:
+        """The round's decisions at ``now``, for a ``snapshot`` loaded at that instant."""
         transitions: list[CampaignTransition] = []
         wakes: list[datetime] = []
         active: list[_CampaignCursor] = []
@@ -501,8 +507,11 @@ class Engine:
                 continue
             if status is not _ACTIVE:
                 continue
-            capacity, cap_wake = self.campaign_capacity(
-                c, by_campaign.get(c.id, 0), cs.dial_stats, now
+            known = cs.capacity
+            capacity, cap_wake = (
+                self.campaign_capacity(c, by_campaign.get(c.id, 0), cs.dial_stats, now)
+                if known is None
+                else known
             )
             if cap_wake is not None:
                 wakes.append(cap_wake)
@@ -632,7 +641,7 @@ class Engine:
         )
         new_recipient = None
         if recipient is not None and recipient.status is _QUEUED:
-            check_move(recipient, _CALLING)
+            # queued -> calling: a move RECIPIENT_TRANSITIONS always allows (no check_move)
             new_recipient = _calling_recipient(recipient, _CALLING, placed.external_call_id, now)
         return _progress(_PROGRESS, new_attempt, new_recipient)
 
@@ -904,7 +913,8 @@ class Engine:
         if duration is None:
             duration = recipient.duration_seconds
         if isinstance(decision, RetryAt):
-            check_move(recipient, _PENDING)
+            if recipient.status is not _CALLING:  # calling -> pending: the table allows it
+                check_move(recipient, _PENDING)
             new = _settled_recipient(
                 recipient,
                 _PENDING,

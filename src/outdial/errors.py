@@ -30,6 +30,7 @@ and, where one fits, from a builtin so that callers can catch either::
     ├── ApplierClosed (RuntimeError)               group commit not running / stopped
     ├── RepositoryError (RuntimeError)
     │   ├── StaleClaim                              fencing token lost
+    │   ├── StaleRead                               changed since it was read
     │   ├── DatabaseUnavailable (ConnectionError)   wrong / unreachable URL
     │   └── SchemaOutOfDate                         run `outdial db upgrade URL`
     └── MissingExtra (ImportError)                  optional extra not installed
@@ -69,6 +70,7 @@ __all__ = [
     "RowLimitExceeded",
     "SchemaOutOfDate",
     "StaleClaim",
+    "StaleRead",
     "UnknownTimeZone",
     "WebhookError",
     "WebhookPayloadError",
@@ -361,6 +363,17 @@ class StaleClaim(RepositoryError):
         self.attempt_id = attempt_id
         self.token = token
         super().__init__(f"attempt {attempt_id!r}: claim token {token} is stale")
+
+
+class StaleRead(RepositoryError):
+    """A write found the stored row changed since the caller read it (another
+    transaction moved it in between): nothing was written; read it again and decide
+    again. ``kind`` is ``"recipient"`` or ``"campaign"``."""
+
+    def __init__(self, kind: str, id: str, detail: str) -> None:
+        self.kind = kind
+        self.id = id
+        super().__init__(f"{kind} {id!r} {detail}")
 
 
 class DatabaseUnavailable(RepositoryError, ConnectionError):

@@ -289,8 +289,8 @@ class UnitOfWork(Protocol):
 
     def save_campaign(self, campaign: Campaign) -> Campaign:
         """Store ``campaign`` (status, settings; counters are the adapter's) and return the
-        stored value with ``version`` incremented. Raises ``StaleClaim``-free
-        ``RepositoryError`` if ``campaign.version`` is not the stored version."""
+        stored value with ``version`` incremented. Raises ``StaleRead`` (kind
+        ``"campaign"``) if ``campaign.version`` is not the stored version."""
         ...
 
     def list_campaigns(
@@ -322,7 +322,12 @@ class UnitOfWork(Protocol):
         ...
 
     def get_recipient(self, recipient_id: str) -> Recipient: ...
-    def save_recipient(self, recipient: Recipient, previous: Recipient) -> None: ...
+    def save_recipient(self, recipient: Recipient, previous: Recipient) -> None:
+        """Store ``recipient`` and move the counters from ``previous``'s status to its
+        own: a compare-and-set on the status the caller read. Raises ``StaleRead``
+        (kind ``"recipient"``) if the stored status is not ``previous.status``."""
+        ...
+
     def list_recipients(
         self,
         campaign_id: str,

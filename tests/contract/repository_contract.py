@@ -36,7 +36,7 @@ from outdial.campaign import (
     CampaignStatus,
     ScheduleType,
 )
-from outdial.errors import NotFound, RepositoryError, StaleClaim
+from outdial.errors import NotFound, RepositoryError, StaleClaim, StaleRead
 from outdial.outcomes import CallOutcome
 from outdial.ports import Repository, UnitOfWork
 from outdial.recipient import (
@@ -414,9 +414,10 @@ class RepositoryContract:
             read_by_b = uow.get_campaign(campaign.id)
             uow.save_campaign(attrs.evolve(read_by_a, name="A wins"))
         with repo.transaction() as uow:
-            with pytest.raises(RepositoryError) as info:
+            with pytest.raises(StaleRead) as info:
                 uow.save_campaign(attrs.evolve(read_by_b, name="B is stale"))
-            assert not isinstance(info.value, StaleClaim)
+            assert (info.value.kind, info.value.id) == ("campaign", campaign.id)
+            assert "changed since it was read" in str(info.value)
             stored = uow.get_campaign(campaign.id)
         assert (stored.name, stored.version) == ("A wins", read_by_a.version + 1)
 
@@ -731,9 +732,11 @@ class RepositoryContract:
         with repo.transaction() as uow:
             move(uow, recipient.id, S.QUEUED)
         with repo.transaction() as uow:
-            with pytest.raises(RepositoryError):
+            with pytest.raises(StaleRead) as info:
                 # ``recipient`` is the pending value read before the claim.
                 uow.save_recipient(recipient.moved_to(S.SKIPPED), recipient)
+            assert (info.value.kind, info.value.id) == ("recipient", recipient.id)
+            assert "is queued, not pending as the caller read it" in str(info.value)
             assert uow.get_recipient(recipient.id).status is S.QUEUED
             assert uow.get_campaign(campaign.id).counters == CampaignCounters(total=1, queued=1)
 
@@ -1388,6 +1391,29 @@ class RepositoryContract:
         with repo.transaction() as uow:
             found = uow.unfinished_attempts(started_before=T0)
         assert sorted(ids(found)) == sorted([old_dialing.id, old_placed.id])
+
+    def test_unfinished_attempts_are_oldest_first_whatever_order_they_were_saved_in(
+        self, repo: Repository
+    ) -> None:
+        campaign = make_campaign(status=CampaignStatus.ACTIVE)
+        (r,) = seed(repo, campaign, [make_recipient(campaign, phone(1))])
+        minutes = [7, 2, 9, 4]  # minutes before T0, in the order they are recorded
+        made = [
+            make_attempt(r, number=n, created_at=T0 - timedelta(minutes=m))
+            for n, m in enumerate(minutes, start=1)
+        ]
+        with repo.transaction() as uow:
+            for attempt in made:
+                uow.add_attempt(attempt)
+        with repo.transaction() as uow:  # the youngest is saved again last
+            stored = uow.get_attempt(made[1].id)
+            assert stored is not None
+            uow.save_attempt(stored)
+        with repo.transaction() as uow:
+            found = uow.unfinished_attempts(started_before=T0)
+            later = uow.unfinished_attempts(started_before=T0 - timedelta(minutes=3))
+        assert ids(found) == ids([made[2], made[0], made[3], made[1]])
+        assert ids(later) == ids([made[2], made[0], made[3]])
 
     def test_duration_totals_sum_answered_ended_non_test_attempts(self, repo: Repository) -> None:
         campaign = make_campaign(status=CampaignStatus.ACTIVE)

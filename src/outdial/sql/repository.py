@@ -74,6 +74,7 @@ from outdial.errors import (
     OutdialError,
     RepositoryError,
     StaleClaim,
+    StaleRead,
 )
 from outdial.outcomes import CallOutcome
 from outdial.ports import DialStats, InFlightCounts, Page, page_bounds
@@ -1450,9 +1451,11 @@ class SqlUnitOfWork:
             state = conn.execute(_CAMPAIGN_STATE, {"id": campaign.id}).first()
             if state is None or state.workspace_id != campaign.workspace_id:
                 raise NotFound("campaign", campaign.id)
-            raise RepositoryError(
-                f"campaign {campaign.id!r} was changed since it was read "
-                f"(version {campaign.version}, stored version {state.version})"
+            raise StaleRead(
+                "campaign",
+                campaign.id,
+                f"was changed since it was read (version {campaign.version}, "
+                f"stored version {state.version})",
             )
         seen = self._seen_campaigns.get(campaign.id)
         if seen is not None:
@@ -2051,9 +2054,11 @@ class SqlUnitOfWork:
             raise NotFound("recipient", recipient.id)
         if state.campaign_id != recipient.campaign_id:
             raise RepositoryError(f"recipient {recipient.id!r} cannot change campaign")
-        raise RepositoryError(
-            f"recipient {recipient.id!r} is {state.status}, not {previous.status.value} as "
-            "the caller read it (or it changed since)"
+        raise StaleRead(
+            "recipient",
+            recipient.id,
+            f"is {state.status}, not {previous.status.value} as the caller read it "
+            "(or it changed since)",
         )
 
     def _execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
