@@ -342,15 +342,22 @@ def test_values_a_transaction_replaced_are_freed_without_the_garbage_collector()
         gc.enable()
 
 
-def test_attempts_for_sorts_attempts_recorded_out_of_order() -> None:
-    from outdial.recipient import Attempt
-
+def _one_recipient() -> tuple[InMemoryRepository, Campaign, Recipient]:
+    """A repository holding one campaign with one pending recipient."""
     repo = InMemoryRepository()
     campaign = make_campaign()
     rec = make_recipient(campaign, phone(1))
     with repo.transaction() as uow:
         uow.add_campaign(campaign)
         uow.add_recipients([rec])
+    return repo, campaign, rec
+
+
+def test_attempts_for_sorts_attempts_recorded_out_of_order() -> None:
+    from outdial.recipient import Attempt
+
+    repo, campaign, rec = _one_recipient()
+    with repo.transaction() as uow:
         for number in (2, 1, 3):
             uow.add_attempt(
                 Attempt(f"a{number}", campaign.id, rec.id, rec.workspace_id, number, rec.phone, T0)
@@ -463,13 +470,9 @@ def _each_stored_once(repo: InMemoryRepository) -> bool:
 
 
 def test_an_ended_attempt_reads_back_equal_and_is_not_walked_by_the_collector() -> None:
-    repo = InMemoryRepository()
-    campaign = make_campaign()
-    rec = make_recipient(campaign, phone(1))
+    repo, campaign, rec = _one_recipient()
     call = make_attempt(rec)
     with repo.transaction() as uow:
-        uow.add_campaign(campaign)
-        uow.add_recipients([rec])
         uow.add_attempt(call)
         assert uow.get_attempt(call.id) is call  # in flight: the value itself
         ended = _ended(call)
@@ -486,13 +489,9 @@ def test_an_ended_attempt_reads_back_equal_and_is_not_walked_by_the_collector() 
 
 
 def test_an_attempt_ended_by_a_failed_block_stays_in_flight() -> None:
-    repo = InMemoryRepository()
-    campaign = make_campaign()
-    rec = make_recipient(campaign, phone(1))
+    repo, campaign, rec = _one_recipient()
     call = make_attempt(rec)
     with repo.transaction() as uow:
-        uow.add_campaign(campaign)
-        uow.add_recipients([rec])
         uow.add_attempt(_ended(make_attempt(rec, 2, created_at=T0 - timedelta(hours=1))))
         uow.add_attempt(call)
 
@@ -518,12 +517,8 @@ def test_an_attempt_ended_by_a_failed_block_stays_in_flight() -> None:
 
 
 def test_a_final_recipient_reads_back_equal_and_is_not_walked_by_the_collector() -> None:
-    repo = InMemoryRepository()
-    campaign = make_campaign()
-    rec = make_recipient(campaign, phone(1))
+    repo, campaign, rec = _one_recipient()
     with repo.transaction() as uow:
-        uow.add_campaign(campaign)
-        uow.add_recipients([rec])
         (pending,) = uow.due_recipients(campaign.id, T0, 5)
         done = _every_field_set(pending)
         uow.save_recipient(done, pending)
@@ -543,12 +538,8 @@ def test_a_final_recipient_reads_back_equal_and_is_not_walked_by_the_collector()
 
 
 def test_a_final_recipient_without_variables_keeps_the_shared_empty_map() -> None:
-    repo = InMemoryRepository()
-    campaign = make_campaign()
-    rec = make_recipient(campaign, phone(1))
+    repo, campaign, rec = _one_recipient()
     with repo.transaction() as uow:
-        uow.add_campaign(campaign)
-        uow.add_recipients([rec])
         uow.skip_pending(campaign.id, "terminated", T0)
         skipped = uow.get_recipient(rec.id)
     assert skipped.status is RecipientStatus.SKIPPED and skipped.error == "terminated"
@@ -556,13 +547,9 @@ def test_a_final_recipient_without_variables_keeps_the_shared_empty_map() -> Non
 
 
 def test_a_final_recipient_with_history_is_kept_with_it() -> None:
-    repo = InMemoryRepository()
-    campaign = make_campaign()
-    rec = make_recipient(campaign, phone(1))
+    repo, campaign, rec = _one_recipient()
     call = _ended(make_attempt(rec))
     with repo.transaction() as uow:
-        uow.add_campaign(campaign)
-        uow.add_recipients([rec])
         done = attrs.evolve(_every_field_set(rec), history=(call,))
         uow.save_recipient(done, rec)
         assert uow.get_recipient(rec.id).history == (call,)
