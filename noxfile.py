@@ -1,8 +1,8 @@
 """Developer sessions: ``nox`` runs tests, lint and typecheck; ``nox -s NAME`` runs one.
 
 Sessions: tests (pytest, posargs passed on), lint (ruff check + ruff format
---check), typecheck (mypy --strict on src/outdial and benchmarks), docs (mkdocs build --strict
-into site/), benchmarks (every ``benchmarks/*.py`` script with a ``__main__``
+--check), typecheck (mypy --strict on src/outdial, benchmarks and tests), docs
+(mkdocs build --strict into site/), benchmarks (every ``benchmarks/*.py`` script with a ``__main__``
 block), demo (``python -m outdial demo``).  Tool versions come from the ``lint``
 and ``docs`` extras in pyproject.toml, the same pins CI (.ci/run) uses.
 """
@@ -38,7 +38,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over src/outdial and benchmarks (files and settings from pyproject.toml)."""
+    """mypy --strict over src/outdial, benchmarks and tests (files and settings from
+    pyproject.toml)."""
     session.install("-e", ".[test,lint]")
     session.run("mypy", "--strict", *session.posargs)
 

@@ -132,7 +132,7 @@ def test_a_signed_vapi_webhook_moves_the_stats_and_a_forged_one_changes_nothing(
         report = vapi.server_message(
             call_id, "end-of-call-report", ended_reason="customer-ended-call", sign="bearer"
         )
-        applier = client.app.state.outdial.applier  # type: ignore[attr-defined]
+        applier = client.app.state.outdial.applier
         forged = post_webhook(client, "vapi", report, Authorization="Bearer guessed")
         assert forged.status_code == 401
         assert forged.json()["error"] == "WebhookVerificationError"
@@ -189,7 +189,7 @@ def test_concurrent_webhooks_are_each_applied_once_through_the_group_committer(
         assert effects == ["applied"] * n + ["duplicate"] * n
         after = counters(client, campaign_id)["counters"]
         assert after["completed"] == after["answered"] == n and after["calling"] == 0
-        assert client.app.state.outdial.applier.events == 2 * n  # type: ignore[attr-defined]
+        assert client.app.state.outdial.applier.events == 2 * n
 
 
 @pytest.mark.parametrize(
@@ -287,7 +287,7 @@ def test_api_errors_are_json_with_the_status_that_fits(example: ModuleType, data
         assert unknown_field.json()["error"] == "ConfigurationError"
 
         # nothing refused was kept
-        listed = client.app.state.outdial.service.list_campaigns("acme")  # type: ignore[attr-defined]
+        listed = client.app.state.outdial.service.list_campaigns("acme")
         assert [c.id for c in listed.items] == [campaign_id]
 
 
@@ -308,7 +308,7 @@ def test_offline_the_simulated_campaign_streams_its_progress_until_it_completes(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with TestClient(example.create_app({})) as client:  # no configuration at all
-        assert client.app.state.outdial.registry.keys() == {"simulated"}  # type: ignore[attr-defined]
+        assert client.app.state.outdial.registry.keys() == {"simulated"}
         campaign_id = create(client, {"provider": "simulated"}, n=2, concurrency_limit=2)
         client.post(f"/campaigns/{campaign_id}/start", headers=WS)
         with client.stream("GET", f"/campaigns/{campaign_id}/events", headers=WS) as stream:
@@ -331,7 +331,7 @@ def test_a_client_may_leave_the_event_stream_at_any_time(
 ) -> None:
     with TestClient(example.create_app({"OUTDIAL_DATABASE_URL": database})) as client:
         campaign_id = create(client, {"provider": "simulated"}, n=3)
-        outdial_app = client.app.state.outdial  # type: ignore[attr-defined]
+        outdial_app = client.app.state.outdial
         with client.stream("GET", f"/campaigns/{campaign_id}/events", headers=WS) as stream:
             kind, data = next(sse_events(stream.iter_lines()))
         assert kind == "progress" and data["status"] == "ready"

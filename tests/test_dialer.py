@@ -253,7 +253,7 @@ def test_a_round_cap_claims_in_batches_with_the_same_result() -> None:
             _seen.append(len(claims))
             return claims
 
-        dialer.core.apply_plan = counting  # type: ignore[method-assign]
+        dialer.core.apply_plan = counting  # type: ignore[method-assign,assignment]
         summary = dialer.run_until_idle()
         campaign = check_campaign(repo, cid, now=clock.now(), events=list(bus.history))
         log = [(c.number, c.placed_at, c.outcome) for c in provider.call_log()]
@@ -612,7 +612,7 @@ class _CountingRepository(InMemoryRepository):
         self._depth = 0
 
     @contextlib.contextmanager
-    def transaction(self, *, dispatch_lock: bool = False) -> Iterator[Any]:
+    def transaction(self, *, dispatch_lock: bool = False) -> Iterator[Any]:  # type: ignore[override]
         if self._depth == 0:
             self.commits += 1
         self._depth += 1

@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import attrs
 import httpx
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from outdial.ports import WebhookRequest
 

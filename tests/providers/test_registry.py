@@ -163,7 +163,7 @@ def test_registry_from_env_builds_every_configured_provider() -> None:
         "elevenlabs": ElevenLabsProvider,
         "exotel": ExotelProvider,
     }
-    assert registry["exotel"].base_url == "https://api.in.exotel.com"
+    assert registry["exotel"].base_url == "https://api.in.exotel.com"  # type: ignore[attr-defined]
     assert registry["twilio"].status_callback_url == "https://app.example/twilio"  # type: ignore[attr-defined]
     assert registry_from_env({"VAPI_API_KEY": "k"}).keys() == {"vapi"}
 

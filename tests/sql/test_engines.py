@@ -364,7 +364,7 @@ def test_hot_tables_have_room_for_in_place_updates(pg_url: str) -> None:
     engine = sa.create_engine(pg_url)
     try:
         with engine.connect() as conn:
-            options = dict(
+            options: dict[str, str] = dict(
                 conn.exec_driver_sql(
                     "SELECT relname, array_to_string(reloptions, ',') FROM pg_class"
                     " WHERE relname LIKE 'outdial_%%' AND reloptions IS NOT NULL"

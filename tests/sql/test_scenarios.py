@@ -12,6 +12,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ from outdial import (
     EventBus,
     RetryPolicy,
 )
+from outdial.campaign import Campaign
 from outdial.ports import Repository
 from outdial.recipient import AttemptStatus
 from outdial.retry import Fixed
@@ -59,7 +61,7 @@ class Scenario:
         concurrency: int = 5,
         seed: int = 1,
         provider_name: str = "simulated",
-        **fields: object,
+        **fields: Any,
     ) -> None:
         self.repo = repo
         self.clock = VirtualClock(start)
@@ -94,7 +96,7 @@ class Scenario:
             **kwargs,  # type: ignore[arg-type]
         )
 
-    def check(self, **kwargs: object):  # type: ignore[no-untyped-def]
+    def check(self, **kwargs: Any) -> Campaign:
         return check_campaign(
             self.repo, self.cid, now=self.clock.now(), events=list(self.bus.history), **kwargs
         )

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -114,7 +115,7 @@ def test_upgrade_from_the_first_revision_to_head_keeps_the_data(empty_url: str) 
     engine = sa.create_engine(empty_url)
     try:
         with engine.connect() as conn:
-            stamps = dict(
+            stamps: dict[Any, Any] = dict(
                 conn.exec_driver_sql(
                     "SELECT id, recorded_at IS NOT NULL AND (closed_at IS NOT NULL) = "
                     "(status = 'ended') FROM outdial_attempts"

@@ -82,7 +82,7 @@ def _start(
 ) -> list[multiprocessing.process.BaseProcess]:
     context = multiprocessing.get_context("spawn")
     deadline = time.time() + budget
-    processes = []
+    processes: list[multiprocessing.process.BaseProcess] = []
     for n in range(workers):
         spec = WorkerSpec(
             url=url,
