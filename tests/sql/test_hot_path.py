@@ -11,6 +11,7 @@ connection the server closed is replaced without an error.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -214,3 +215,68 @@ def test_pooled_connection_closed_by_the_server_is_replaced(pg_url: str) -> None
     finally:
         admin.dispose()
         repo.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("by_call_id", [False, True], ids=["get_attempt", "find_attempt"])
+def test_a_read_that_waited_for_the_attempt_lock_sees_the_recipient_as_committed(
+    pg_url: str, by_call_id: bool
+) -> None:
+    """The attempt is read with its recipient in one row, locked. When that lock has to
+    wait for a transaction that moved both (a placement recorded, a call ended), the row
+    read after the wait carries both new versions: the recipient is not the one of the
+    statement's snapshot (which a save would then refuse as a stale read)."""
+    holder, waiter = connect(pg_url), connect(pg_url)
+    try:
+        campaign = make_campaign(status=CampaignStatus.ACTIVE)
+        before, after = (
+            (RecipientStatus.CALLING, RecipientStatus.COMPLETED)
+            if by_call_id
+            else (RecipientStatus.QUEUED, RecipientStatus.CALLING)
+        )
+        recipient = make_recipient(campaign, phone(1), status=before, attempts=1)
+        attempt = make_attempt(recipient)
+        if by_call_id:  # placed: a webhook finds it by its call id
+            attempt = attrs.evolve(
+                attempt, status=AttemptStatus.PLACED, provider="fake", external_call_id="call-1"
+            )
+        with holder.transaction() as uow:
+            uow.add_campaign(campaign)
+            uow.add_recipients([recipient])
+            uow.add_attempt(attempt)
+        locked, seen = threading.Event(), []
+
+        def read_after_the_lock() -> None:
+            locked.wait(5)
+            with waiter.transaction() as uow:
+                found = (
+                    uow.find_attempt("fake", "call-1")
+                    if by_call_id
+                    else uow.get_attempt(attempt.id)
+                )
+                assert found is not None
+                seen.append((found.status, uow.get_recipient(recipient.id).status))
+
+        reader = threading.Thread(target=read_after_the_lock)
+        reader.start()
+        with holder.transaction() as uow:
+            current = uow.get_attempt(attempt.id)
+            assert current is not None
+            stored = uow.get_recipient(recipient.id)
+            moved = (
+                attrs.evolve(current, status=AttemptStatus.ENDED, outcome=CallOutcome.ANSWERED)
+                if by_call_id
+                else attrs.evolve(
+                    current, status=AttemptStatus.PLACED, provider="fake", external_call_id="c2"
+                )
+            )
+            uow.save_attempt(moved)
+            outcome = CallOutcome.ANSWERED if by_call_id else None
+            uow.save_recipient(stored.moved_to(after, outcome=outcome), stored)
+            locked.set()
+            time.sleep(0.5)  # the reader's statement is now waiting for this lock
+        reader.join(10)
+        assert seen == [(moved.status, after)]
+    finally:
+        holder.close()
+        waiter.close()

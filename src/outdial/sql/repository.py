@@ -423,10 +423,18 @@ _GET_RECIPIENT = sa.select(RECIPIENTS).where(_R.id == _P("id"))
 _HISTORY = ATTEMPTS.alias("history")
 
 
-def _attempt_select(postgres: bool) -> sa.Select[Any]:
+def _attempt_select(postgres: bool, *, with_recipient: bool = False) -> sa.Select[Any]:
     """Attempt rows with the recipient, campaign version, counters and history count
-    (the columns ``SqlUnitOfWork._hold`` reads, by position)."""
+    (the columns ``SqlUnitOfWork._hold`` reads, by position). ``with_recipient``: only
+    attempts whose recipient exists (an inner join, so that both rows can be locked);
+    otherwise a test call's attempt, which has none, comes with null recipient columns."""
     totals, on = _totals(_A.campaign_id, postgres)
+    recipient_on = RECIPIENTS.c.id == _A.recipient_id
+    joined = (
+        ATTEMPTS.join(RECIPIENTS, recipient_on)
+        if with_recipient
+        else ATTEMPTS.outerjoin(RECIPIENTS, recipient_on)
+    )
     return sa.select(
         *_ATTEMPT_READ,
         *(column.label(f"r_{column.name}") for column in RECIPIENTS.c),
@@ -437,9 +445,7 @@ def _attempt_select(postgres: bool) -> sa.Select[Any]:
         .scalar_subquery()
         .label("history"),
     ).select_from(
-        ATTEMPTS.outerjoin(RECIPIENTS, RECIPIENTS.c.id == _A.recipient_id)
-        .outerjoin(CAMPAIGNS, CAMPAIGNS.c.id == _A.campaign_id)
-        .outerjoin(totals, on)
+        joined.outerjoin(CAMPAIGNS, CAMPAIGNS.c.id == _A.campaign_id).outerjoin(totals, on)
     )
 
 
@@ -753,16 +759,28 @@ class _Statements:
             _C.deleted_at.is_(None),
         ).order_by(_C.created_at, _C.rank)
         attempts = _attempt_select(postgres)
-        self.get_attempt = attempts.where(_A.id == _P("id"))
-        self.find_attempt = attempts.where(
-            _A.provider == _P("provider"), _A.external_call_id == _P("external")
-        )
+        by_id = _A.id == _P("id")
+        by_call = (_A.provider == _P("provider"), _A.external_call_id == _P("external"))
+        self.get_attempt = attempts.where(by_id)
+        self.find_attempt = attempts.where(*by_call)
+        # the same for an attempt without a recipient row (a test call), where the
+        # statements above found none (None: they cannot miss one, see below)
+        self.get_attempt_alone: sa.Select[Any] | None = None
+        self.find_attempt_alone: sa.Select[Any] | None = None
         self.stored_attempt = _STORED_ATTEMPT
         self.claim_ready = _READY
         self.claim_waiting = _WAITING_DUE
         if postgres:  # row locks (SQLite's write lock already covers the whole file)
-            self.get_attempt = self.get_attempt.with_for_update(of=ATTEMPTS)
-            self.find_attempt = self.find_attempt.with_for_update(of=ATTEMPTS)
+            # The attempt's recipient is locked with it. Under READ COMMITTED a lock that
+            # had to wait re-reads the rows it locks at their newest versions, but a row
+            # it only joins keeps the version of the statement's snapshot: a recipient
+            # that the transaction waited for had just moved (a placement recorded) would
+            # be read stale, and a save decided from it refused.
+            both = _attempt_select(postgres, with_recipient=True)
+            self.get_attempt = both.where(by_id).with_for_update(of=[ATTEMPTS, RECIPIENTS])
+            self.find_attempt = both.where(*by_call).with_for_update(of=[ATTEMPTS, RECIPIENTS])
+            self.get_attempt_alone = attempts.where(by_id).with_for_update(of=ATTEMPTS)
+            self.find_attempt_alone = attempts.where(*by_call).with_for_update(of=ATTEMPTS)
             self.stored_attempt = _STORED_ATTEMPT.with_for_update()
             self.claim_ready = _READY.with_for_update(skip_locked=True)
             self.claim_waiting = _WAITING_DUE.with_for_update(skip_locked=True)
@@ -2157,16 +2175,22 @@ class SqlUnitOfWork:
         return attempt
 
     def get_attempt(self, attempt_id: str) -> Attempt | None:
-        """The attempt, or None. On PostgreSQL the row stays locked until commit."""
-        rows = self._rows(self._q.get_attempt, {"id": attempt_id})
+        """The attempt, or None. On PostgreSQL its row and its recipient's stay locked
+        until commit."""
+        q = self._q
+        rows = self._rows(q.get_attempt, {"id": attempt_id})
+        if not rows and q.get_attempt_alone is not None:  # a test call, or no such attempt
+            rows = self._rows(q.get_attempt_alone, {"id": attempt_id})
         return self._hold(rows[0]) if rows else None
 
     def find_attempt(self, provider: str, external_call_id: str) -> Attempt | None:
         """The attempt the provider knows as ``external_call_id``; None if none (locked
-        until commit on PostgreSQL)."""
-        rows = self._rows(
-            self._q.find_attempt, {"provider": provider, "external": external_call_id}
-        )
+        until commit on PostgreSQL, with its recipient)."""
+        q = self._q
+        args = {"provider": provider, "external": external_call_id}
+        rows = self._rows(q.find_attempt, args)
+        if not rows and q.find_attempt_alone is not None:  # a test call, or no such call
+            rows = self._rows(q.find_attempt_alone, args)
         return self._hold(rows[0]) if rows else None
 
     def save_attempt(self, attempt: Attempt) -> None:
