@@ -591,14 +591,14 @@ def test_a_retry_is_given_the_recipients_previous_delay(seconds: float) -> None:
 
 def test_the_table_of_previous_delays_stays_small_and_exact() -> None:
     for i in range(3000):
-        assert engine_module._delay_of(i / 7) == timedelta(seconds=i / 7)
+        assert engine_module._DELAYS[i / 7] == timedelta(seconds=i / 7)
     assert len(engine_module._DELAYS) <= 1024
 
 
 def test_the_table_of_retry_delay_seconds_stays_small_and_exact() -> None:
     for i in range(3000):
         delay = timedelta(microseconds=i * 997)
-        assert engine_module._seconds_of(delay) == delay.total_seconds()
+        assert engine_module._SECONDS[delay] == delay.total_seconds()
     assert len(engine_module._SECONDS) <= 1024
 
 

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -112,38 +112,32 @@ _OPTED_OUT = CallOutcome.OPTED_OUT
 _CALL_ENDED = CallStatus.ENDED  # ``event.status is _CALL_ENDED`` is ``event.final``
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Table(dict[_K, _V]):
+    """A dict that computes a missing entry with ``make(key)`` and keeps at most 1,024
+    (e.g. jittered backoffs: it is emptied when full). A key is what its entry is made
+    from, so an entry is always ``make(key)``: it can never go stale."""
+
+    def __init__(self, make: Callable[[_K], _V]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: _K) -> _V:
+        if len(self) >= 1024:
+            self.clear()
+        value = self[key] = self._make(key)
+        return value
+
+
 #: ``timedelta(seconds=s)`` for the recipients' previous retry delays, which take few
-#: values (the policies' backoffs): building a timedelta costs ~10x a look-up. A key is
-#: the float itself, so its entry is always what ``timedelta(seconds=key)`` gives.
-_DELAYS: dict[float, timedelta] = {}
-
-
-def _delay_of(seconds: float) -> timedelta:
-    """``timedelta(seconds=seconds)``, built once per distinct value (see :data:`_DELAYS`)."""
-    delay = _DELAYS.get(seconds)
-    if delay is None:
-        delay = timedelta(seconds=seconds)
-        if len(_DELAYS) >= 1024:  # e.g. jittered backoffs: keep the table small
-            _DELAYS.clear()
-        _DELAYS[seconds] = delay
-    return delay
-
-
-#: ``delay.total_seconds()`` of the retry delays the engine stored, the other way round
-#: from :data:`_DELAYS` (a key is the timedelta itself, so its entry is always its
-#: ``total_seconds()``). Recipients retried after the same delay then share one float.
-_SECONDS: dict[timedelta, float] = {}
-
-
-def _seconds_of(delay: timedelta) -> float:
-    """``delay.total_seconds()``, one float per distinct delay (see :data:`_SECONDS`)."""
-    seconds = _SECONDS.get(delay)
-    if seconds is None:
-        seconds = delay.total_seconds()
-        if len(_SECONDS) >= 1024:  # e.g. jittered backoffs: keep the table small
-            _SECONDS.clear()
-        _SECONDS[delay] = seconds
-    return seconds
+#: values (the policies' backoffs): building a timedelta costs ~10x a look-up
+_DELAYS: _Table[float, timedelta] = _Table(lambda seconds: timedelta(seconds=seconds))
+#: ``delay.total_seconds()`` of the retry delays the engine stores: recipients retried
+#: after the same delay share one float
+_SECONDS: _Table[timedelta, float] = _Table(timedelta.total_seconds)
 
 
 def _int_map(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -782,7 +776,7 @@ class Engine:
             ended_at=ended_at,
             retryable=event.retryable,
             retry_after=event.retry_after,
-            previous_delay=None if prev_seconds is None else _delay_of(prev_seconds),
+            previous_delay=None if prev_seconds is None else _DELAYS[prev_seconds],
             rng=rng,
         )
         if isinstance(decision, RetryAt):
@@ -919,7 +913,7 @@ class Engine:
                 recipient,
                 _PENDING,
                 decision.at,
-                _seconds_of(decision.delay),
+                _SECONDS[decision.delay],
                 attempts,
                 now,
                 error,
