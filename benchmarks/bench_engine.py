@@ -31,6 +31,7 @@ from outdial.testing import InMemoryRepository
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 UTC = timezone.utc
+WALL_RUNS = 3  # throughput runs timed in wall time; the figure is the fastest
 START = datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
 
 
@@ -214,20 +215,26 @@ def memory_per_recipient(n: int = 100_000) -> float:
 def run(quick: bool = False) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     n = 10_000 if quick else 100_000
-    rate, attempts, wall = throughput(n)
+    # The best of WALL_RUNS runs is the figure: on a shared machine the other processes only
+    # ever slow a run down, so the fastest is the one they disturbed least (timeit's reasoning);
+    # the median and every run are printed with it.
+    walls = [throughput(n) for _ in range(WALL_RUNS)]
+    rate, attempts, wall = max(walls)
     collector = [0.0, 0.0, 0.0]
     cpu_rate, _, cpu = throughput(n, time.process_time, collector)
     rows.append(
         (
             f"engine throughput, {n:,} recipients with retries (in memory, simulated)",
-            f"{rate:,.0f} attempts/s wall ({attempts:,} attempts in {wall:.1f} s); "
-            f"{cpu_rate:,.0f} attempts/s of CPU time ({cpu:.1f} s, second run)",
+            f"{rate:,.0f} attempts/s wall, best of {WALL_RUNS} runs ({attempts:,} attempts in "
+            f"{wall:.1f} s; median {statistics.median(r[0] for r in walls):,.0f}/s; runs "
+            + " / ".join(f"{r[0]:,.0f}" for r in walls)
+            + f"); {cpu_rate:,.0f} attempts/s of CPU time ({cpu:.1f} s, one more run)",
         )
     )
     per_attempt = [seconds / attempts * 1e6 for seconds in collector]
     rows.append(
         (
-            "garbage collector during the second run, per attempt",
+            "garbage collector during the CPU-time run, per attempt",
             f"{sum(per_attempt):.1f} us (generation 0 / 1 / 2: "
             + " / ".join(f"{us:.1f}" for us in per_attempt)
             + " us)",
