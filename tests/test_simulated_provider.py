@@ -271,6 +271,9 @@ def test_each_call_reports_its_events_in_order_with_sequences_from_zero() -> Non
     log = {c.external_call_id: c for c in sim.call_log()}
     for external_id, call_events in by_call.items():
         assert [e.sequence for e in call_events] == list(range(len(call_events)))
+        assert [e.event_id for e in call_events] == [
+            f"{external_id}:{n}" for n in range(len(call_events))
+        ]
         assert call_events[-1].final
         assert not any(e.final for e in call_events[:-1])
         times = [occurred(e) for e in call_events]
@@ -763,6 +766,88 @@ def test_a_cancelled_call_stops_counting_as_in_flight() -> None:
     assert sim.max_concurrent == 1
 
 
+def test_cancelling_one_of_several_calls_that_end_together_ends_only_that_one() -> None:
+    clock, sim = provider(answering_profile())  # every call lasts 110 s: these end together
+    ids = [sim.place_call(dial(i)).external_call_id for i in range(3)]
+    clock.advance(timedelta(seconds=30))
+    sim.cancel_call(ids[1])
+    assert sim.in_flight == 2
+    clock.advance(timedelta(seconds=79))
+    assert sim.in_flight == 2  # the other two end at 110 s, as scheduled
+    clock.advance(timedelta(seconds=1))
+    assert sim.in_flight == 0
+    sim.place_call(dial(3))
+    assert (sim.in_flight, sim.max_concurrent) == (1, 3)
+
+
+def test_a_number_is_busy_while_any_of_its_calls_is_in_progress() -> None:
+    number = "+14155550100"
+    clock, sim = provider(answering_profile())  # every call lasts 110 s
+
+    def call(attempt: int) -> str:
+        return sim.place_call(dial(1, number=number, attempt=attempt)).external_call_id
+
+    first = call(1)  # ends at 110 s
+    clock.advance(timedelta(seconds=50))
+    second = call(2)  # on while the first is: ends at 160 s
+    assert sim.overlapping_calls == 1
+    clock.advance(timedelta(seconds=10))
+    sim.cancel_call(second)  # the first is still on
+    third = call(3)
+    assert sim.overlapping_calls == 2
+    sim.cancel_call(first)  # the third is still on
+    fourth = call(4)
+    assert sim.overlapping_calls == 3
+    sim.cancel_call(third)
+    sim.cancel_call(fourth)  # nothing left on that number
+    call(5)
+    assert sim.overlapping_calls == 3
+    clock.advance(timedelta(seconds=110))  # the fifth has ended
+    call(6)
+    assert sim.overlapping_calls == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["place", "wait", "cancel"]), st.integers(0, 120)),
+        max_size=40,
+    ),
+    constant=st.booleans(),
+)
+def test_the_counters_agree_with_the_call_log(steps: list[tuple[str, int]], constant: bool) -> None:
+    # max_concurrent and overlapping_calls, recounted from the log: a call is in progress
+    # from its placement until it really ended (a cancel ends it then). The clock only
+    # moves forward and each cancel comes after every placement so far, so a call's end in
+    # the log is also what was known at each placement. Constant timings make many calls
+    # end at the same instant.
+    profile = answering_profile() if constant else SimulationProfile(invalid_number_rate=0)
+    clock, sim = provider(profile)
+    external_ids: list[str] = []
+    for i, (step, n) in enumerate(steps):
+        if step == "place":
+            number = f"+1415555{n % 4:04d}"  # four numbers: overlaps happen
+            external_ids.append(sim.place_call(dial(i, number=number)).external_call_id)
+        elif step == "wait":
+            clock.advance(timedelta(seconds=n))
+        elif external_ids:
+            clock.advance(timedelta(seconds=1))  # after every placement so far (see above)
+            sim.cancel_call(external_ids[n % len(external_ids)])
+    log = sim.call_log()
+
+    def on_at(t: datetime, calls: list[SimulatedCall]) -> list[SimulatedCall]:
+        return [c for c in calls if c.placed_at <= t < c.ended_at]
+
+    most = overlaps = 0
+    for i, call in enumerate(log):
+        on = on_at(call.placed_at, log[: i + 1])
+        most = max(most, len(on))
+        overlaps += any(c.number == call.number for c in on if c is not call)
+    assert sim.max_concurrent == most
+    assert sim.overlapping_calls == overlaps
+    assert sim.in_flight == len(on_at(clock.now(), log))
+
+
 def test_the_call_log_keeps_placement_order_and_the_real_ending() -> None:
     clock, sim = provider(seed=47)
     for i in range(20):
@@ -987,9 +1072,9 @@ def test_a_restarted_hash_stream_is_the_stream_of_its_new_key() -> None:
     stream = _HashStream(seeded, b"+14155550123:1")
     for _ in range(11):
         stream.random()
-    stream.restart(b"+14155550123:2")
+    first = stream.restart(b"+14155550123:2")  # hands back its first draw
     fresh = _HashStream(seeded, b"+14155550123:2")
-    assert [stream.random() for _ in range(20)] == [fresh.random() for _ in range(20)]
+    assert [first] + [stream.random() for _ in range(20)] == [fresh.random() for _ in range(21)]
 
 
 def test_a_numbers_fate_is_drawn_from_blake2b_of_the_seed_and_number() -> None:

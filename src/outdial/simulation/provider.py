@@ -63,7 +63,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from hashlib import blake2b
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
@@ -342,15 +342,19 @@ class _HashStream:
     def __init__(self, seeded: blake2b, key: bytes) -> None:
         self._seeded = seeded
         self.restart(key)
+        self._i = 0  # restart took the first draw: a new stream starts with it
 
-    def restart(self, key: bytes) -> None:
-        """Become the stream of ``key`` from its first draw, whatever was drawn before."""
+    def restart(self, key: bytes) -> float:
+        """Become the stream of ``key``, whatever was drawn before, and take its first
+        draw: returns what :meth:`random` would (every call draws at least once, and
+        this saves it a method call)."""
         self._key = key
         self._block = 0
         hasher = self._seeded.copy()
         hasher.update(key)
         self._words: tuple[int, ...] = _UNPACK8(hasher.digest())
-        self._i = 0
+        self._i = 1
+        return (self._words[0] >> 11) * _U53  # random()'s draw
 
     def random(self) -> float:
         i = self._i
@@ -372,6 +376,9 @@ _IN_PROGRESS: Final = 1
 _ENDED: Final = 2
 _US: Final = timedelta(microseconds=1)
 _RAW_STATUS: Final = {outcome: outcome.value for outcome in CallOutcome}
+# an event's id is its call's external id, ":" and its sequence (0 to 2: ringing,
+# in_progress, ended)
+_SEQUENCE: Final = (":0", ":1", ":2")
 # copies of the provider's template values with what differs per call (no __init__)
 _placed_call = copier(PlacedCall, "external_call_id")
 _final_event = copier(
@@ -448,9 +455,6 @@ class _Calls:
 # ints, so the garbage collector stops tracking an entry as soon as it first sees it
 # (a heap entry lives as long as its call: tracked ones were promoted and re-scanned).
 _Entry = tuple[int, int, int, int, int]
-# (really ends at, call index, gen): when calls end, for the in-flight count (ties in any
-# order: they only decrement it)
-_End = tuple[int, int, int]
 
 # What an outcome does: (rings, picks up, ring distribution name, talk distribution name)
 _SHAPES: Final[dict[CallOutcome, tuple[bool, bool, str, str | None]]] = {
@@ -538,14 +542,18 @@ class SimulatedProvider:
         self._placed = PlacedCall(name, "", CallStatus.QUEUED)
         self._ended = CallEvent(provider=name, status=CallStatus.ENDED)
         self._events: list[_Entry] = []
-        self._ends: list[_End] = []  # when calls really end: in-flight bookkeeping
+        # when the calls in progress really end (a heap of instants; equal instants are
+        # interchangeable): the in-flight count, see _settle
+        self._ends: list[int] = []
         self._ticket = itertools.count()  # ties broken in scheduling order
         self._calls = _Calls()
         self._by_attempt: dict[str, int] = {}  # attempt id -> call index, see _attempt_index
         self._attempts_indexed = 0  # how many calls _by_attempt covers
+        self._by_number: dict[str, list[int]] = {}  # number -> call indices, see _calls_to
+        self._numbers_indexed = 0  # how many calls _by_number covers
         self._tries: dict[bytes, int] = {}
         self._number_fates: dict[str, CallOutcome | None] = {}  # see _number_fate
-        self._live_by_number: dict[str, int] = {}
+        self._last_end: dict[str, int] = {}  # number -> when its last call ends: overlaps
         self._in_flight = 0
 
         #: calls that exist (accepted, or placed despite an unknown-fate error)
@@ -602,7 +610,8 @@ class SimulatedProvider:
                     f"no call {external_call_id!r}", provider=self.name, code="not_found"
                 )
             calls = self._calls
-            if calls.ended[i] <= now:
+            scheduled = calls.ended[i]
+            if scheduled <= now:
                 return
             calls.cancelled.add(i)  # retryable False, error "cancelled", generation 1
             calls.outcome[i] = CallOutcome.ERROR
@@ -615,7 +624,17 @@ class SimulatedProvider:
             calls.duration[i] = (now - answered) / 1e6 if answered is not None else 0.0
             calls.ended[i] = now
             heappush(self._events, (now, next(self._ticket), _ENDED, i, 1))
-            heappush(self._ends, (now, i, 1))
+            # it ends now instead of when it was scheduled to (its scheduled end is in the
+            # in-flight heap unless a clock that went backwards already settled it)
+            ends = self._ends
+            if scheduled in ends:
+                ends.remove(scheduled)  # any entry of that instant: they are interchangeable
+                ends.append(now)
+                heapify(ends)
+            # its number's last end: the latest of its calls' ends, this one's now included
+            number = calls.number[i]
+            ended = calls.ended
+            self._last_end[number] = max(ended[j] for j in self._calls_to(number))
             self.calls_cancelled += 1
 
     def fetch_call(self, *, attempt_id: str, external_call_id: str | None) -> CallEvent | None:
@@ -690,9 +709,11 @@ class SimulatedProvider:
                     if not stale(entry):
                         out.append(event(entry[3], entry[2]))
             else:
-                while events and events[0][0] <= limit:
+                while True:  # the first entry is due (above)
                     entry = heappop(events)
                     out.append(event(entry[3], entry[2]))
+                    if not events or events[0][0] > limit:
+                        break
         finally:
             lock.release()
         return out
@@ -770,6 +791,20 @@ class SimulatedProvider:
         self._attempts_indexed = placed
         return by_attempt.get(attempt_id)
 
+    def _calls_to(self, number: str) -> list[int]:
+        """The indices of every call placed to ``number``, in placement order.
+
+        Like :meth:`_attempt_index`, the table is brought up to date here, from the
+        number column, rather than on every placement (only a cancel needs it): a
+        cancel costs the calls placed since the last one, not a scan of every call."""
+        by_number = self._by_number
+        numbers = self._calls.number
+        placed = len(numbers)
+        for index in range(self._numbers_indexed, placed):
+            by_number.setdefault(numbers[index], []).append(index)
+        self._numbers_indexed = placed
+        return by_number.get(number, [])
+
     def _offset(self, t: datetime) -> int:
         """``t`` in microseconds since the base instant. The last pair asked for (or
         made by :meth:`_instant`) is kept: a step asks again for the same ``now``."""
@@ -834,8 +869,7 @@ class SimulatedProvider:
         returns its index."""
         number = request.to
         rng = self._stream  # only used under the lock, so one stream serves every call
-        rng.restart(key)
-        u = rng.random()
+        u = rng.restart(key)  # its first draw
         outcome: CallOutcome | None = None
         if self._number_level:
             fates = self._number_fates
@@ -876,18 +910,22 @@ class SimulatedProvider:
 
         # in-flight bookkeeping (the truth, not what was delivered)
         ends = self._ends
-        if ends and ends[0][0] <= now:
-            self._settle(now)
-        self._in_flight = in_flight = self._in_flight + 1
+        in_flight = self._in_flight
+        while ends and ends[0] <= now:  # _settle(now), inline
+            heappop(ends)
+            in_flight -= 1
+        self._in_flight = in_flight = in_flight + 1
         most = self.max_concurrent
         self.max_concurrent = in_flight if in_flight > most else most  # max(), no builtin call
-        live = self._live_by_number
-        if number in live:
+        heappush(ends, ended)
+        last_end = self._last_end
+        last = last_end.get(number)
+        if last is not None and last > now:  # a call to that number is still in progress
             self.overlapping_calls += 1
-            live[number] += 1
+            if ended > last:
+                last_end[number] = ended
         else:
-            live[number] = 1
-        heappush(ends, (ended, index, 0))
+            last_end[number] = ended
 
         # delivery: drawn after the outcome and timings, so these knobs never
         # change what happens to a call, only how it is reported.
@@ -919,20 +957,13 @@ class SimulatedProvider:
         return index
 
     def _settle(self, now: int) -> None:
+        """Count the calls that ended by ``now`` out of the in-flight count."""
         ends = self._ends
-        live = self._live_by_number
-        cancelled, numbers = self._calls.cancelled, self._calls.number
-        while ends and ends[0][0] <= now:
-            _, index, gen = heappop(ends)
-            if not gen and index in cancelled:
-                continue  # superseded by a cancel (which scheduled the end of generation 1)
-            self._in_flight -= 1
-            number = numbers[index]
-            left = live[number] - 1
-            if left:
-                live[number] = left
-            else:
-                del live[number]
+        ended = 0
+        while ends and ends[0] <= now:
+            heappop(ends)
+            ended += 1
+        self._in_flight -= ended
 
     def _stale(self, entry: _Entry) -> bool:
         """An entry a cancel made obsolete (its event no longer happens)."""
@@ -958,6 +989,8 @@ class SimulatedProvider:
             else:
                 retryable = None
                 error = _FAILURE if outcome is _ERROR else None
+            ended = calls.ended[index]
+            last = self._last_instant  # _instant's hit, inline: next_event_at made it
             return _final_event(
                 self._ended,
                 external_id,
@@ -965,11 +998,11 @@ class SimulatedProvider:
                 outcome,
                 retryable,
                 seq,
-                self._instant(calls.ended[index]),
+                last[1] if last[0] == ended else self._instant(ended),
                 calls.duration[index],
                 _RAW_STATUS[outcome],
                 error,
-                f"{external_id}:{seq}",
+                external_id + _SEQUENCE[seq],
             )
         progress = self._progress
         ringing = calls.ringing[index]
@@ -989,7 +1022,7 @@ class SimulatedProvider:
             sequence=seq_or_none,
             occurred_at=None if at is None else self._instant(at),
             raw_status=raw,
-            event_id=None if seq_or_none is None else f"{external_id}:{seq_or_none}",
+            event_id=None if seq_or_none is None else external_id + _SEQUENCE[seq_or_none],
         )
 
 
