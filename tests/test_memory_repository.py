@@ -365,6 +365,98 @@ def test_attempts_for_sorts_attempts_recorded_out_of_order() -> None:
         assert [a.number for a in uow.attempts_for(rec.id)] == [1, 2, 3]
 
 
+def _three_attempts() -> tuple[InMemoryRepository, Recipient, Recipient, list[Attempt]]:
+    """A repository with two recipients, the first with attempts 1, 2 and 3 (ended)."""
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    mine, other = make_recipient(campaign, phone(1)), make_recipient(campaign, phone(2))
+    calls = [_ended(make_attempt(mine, n, created_at=T0 + timedelta(hours=n))) for n in (1, 2, 3)]
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([mine, other])
+        for call in calls:
+            uow.add_attempt(call)
+    return repo, mine, other, calls
+
+
+@pytest.mark.parametrize("moved", [0, 1, 2])
+def test_an_attempt_given_to_another_recipient_leaves_the_first_ones_attempts(moved: int) -> None:
+    repo, mine, other, calls = _three_attempts()
+    given = attrs.evolve(calls[moved], recipient_id=other.id, phone=other.phone)
+
+    def give_then_fail() -> None:
+        with repo.transaction() as uow:
+            uow.save_attempt(given)
+            raise KeyError("rolled back")
+
+    with pytest.raises(KeyError):
+        give_then_fail()
+    with repo.transaction() as uow:
+        assert uow.attempts_for(mine.id) == calls
+        assert uow.attempts_for(other.id) == []
+        uow.save_attempt(given)
+    with repo.transaction() as uow:
+        assert uow.attempts_for(mine.id) == calls[:moved] + calls[moved + 1 :]
+        assert uow.attempts_for(other.id) == [given]
+        later = _ended(make_attempt(mine, 4, created_at=T0 + timedelta(hours=4)))
+        uow.add_attempt(later)
+        assert uow.attempts_for(mine.id) == [*calls[:moved], *calls[moved + 1 :], later]
+        assert uow.attempt_starts([mine.id], T0)[mine.id] == [
+            a.created_at for a in uow.attempts_for(mine.id)
+        ]
+
+
+def test_attempts_added_by_a_failed_block_leave_the_recipients_attempts_as_they_were() -> None:
+    repo, mine, other, calls = _three_attempts()
+
+    def add_then_fail() -> None:
+        with repo.transaction() as uow:
+            uow.add_attempt(make_attempt(mine, 4))
+            uow.add_attempt(make_attempt(other, 1))
+            uow.add_attempt(make_attempt(mine, 5))
+            raise KeyError("rolled back")
+
+    with pytest.raises(KeyError):
+        add_then_fail()
+    with repo.transaction() as uow:
+        assert uow.attempts_for(mine.id) == calls
+        assert uow.attempts_for(other.id) == []
+
+
+def test_a_recipients_attempts_are_indexed_without_a_tracked_object_per_attempt() -> None:
+    # The attempt ids per recipient are kept in dicts of strings: a tuple (or list) of
+    # them would be a tracked object, rebuilt on each attempt, that the collector counts
+    # towards its next young collection and walks until it untracks it.
+    repo, mine, other, calls = _three_attempts()
+    ids = {a.id for a in calls}
+    assert [a.id for a in _attempts_of(repo, mine)] == [a.id for a in calls]
+    held = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, tuple | list) and o and all(isinstance(i, str) and i in ids for i in o)
+    ]
+    assert held == []
+
+
+def _attempts_of(repo: InMemoryRepository, recipient: Recipient) -> list[Attempt]:
+    with repo.transaction() as uow:
+        return uow.attempts_for(recipient.id)
+
+
+def test_attempts_for_orders_attempts_of_one_number_by_creation() -> None:
+    repo, campaign, rec = _one_recipient()
+    early, late = T0, T0 + timedelta(hours=1)
+    with repo.transaction() as uow:
+        for at in (late, early):  # the same number twice, the later one added first
+            uow.add_attempt(make_attempt(rec, 1, created_at=at))
+        uow.add_attempt(make_attempt(rec, 2, created_at=early))
+        assert [(a.number, a.created_at) for a in uow.attempts_for(rec.id)] == [
+            (1, early),
+            (1, late),
+            (2, early),
+        ]
+
+
 def test_in_flight_counts_are_handed_out_again_only_while_they_are_the_same() -> None:
     repo = InMemoryRepository()
     campaign, other = make_campaign(), make_campaign()

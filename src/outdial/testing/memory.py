@@ -341,9 +341,13 @@ class _Store:
         #: the order they were last saved (an update moves one to the end)
         self.attempt_values: dict[str, Attempt] = {}
         self.attempt_rows: dict[str, _Row] = {}
-        #: attempt ids per recipient, oldest first (tuples of strings: the garbage collector
-        #: stops tracking them, where a list per recipient would be walked forever)
-        self.attempts_by_recipient: dict[str, tuple[str, ...]] = {}
+        #: Each recipient's attempts as a chain, newest first: the id of its latest attempt,
+        #: and for every attempt after its recipient's first, the id of the one before it
+        #: (``attempt_ids``). Dicts of strings, which the garbage collector never tracks: a
+        #: tuple of ids per recipient would be a new tracked object on every attempt, kept
+        #: as long as the store (what triggers young collections is such net growth).
+        self.latest_attempt: dict[str, str] = {}
+        self.earlier_attempt: dict[str, str] = {}
         #: attempt ids by provider, then by the provider's call id (dicts of strings, which
         #: the garbage collector never tracks, where ``(provider, call id)`` keys would add
         #: a tracked tuple per call)
@@ -372,6 +376,35 @@ class _Store:
         calls = self.by_external.get(provider)
         if calls is not None and calls.get(external_call_id) == attempt_id:
             del calls[external_call_id]
+
+    def unlink_attempt(self, recipient_id: str, attempt_id: str) -> None:
+        """Take ``attempt_id`` out of the recipient's attempts (``_attach`` links one in as
+        the latest; ``KeyError`` if it is not one of them)."""
+        earlier = self.earlier_attempt.pop(attempt_id, None)
+        later = self.latest_attempt[recipient_id]
+        if later == attempt_id:  # the usual case: the latest one
+            if earlier is None:
+                del self.latest_attempt[recipient_id]
+            else:
+                self.latest_attempt[recipient_id] = earlier
+            return
+        while self.earlier_attempt[later] != attempt_id:  # find the one after it
+            later = self.earlier_attempt[later]
+        if earlier is None:
+            del self.earlier_attempt[later]
+        else:
+            self.earlier_attempt[later] = earlier
+
+    def attempt_ids(self, recipient_id: str) -> list[str]:
+        """The ids of the recipient's attempts, oldest first (in the order they were
+        added)."""
+        ids: list[str] = []
+        attempt_id = self.latest_attempt.get(recipient_id)
+        while attempt_id is not None:
+            ids.append(attempt_id)
+            attempt_id = self.earlier_attempt.get(attempt_id)
+        ids.reverse()
+        return ids
 
     def recipient(self, recipient_id: str) -> Recipient:
         """The stored recipient (a new, equal value on each read when it is kept as a
@@ -1061,8 +1094,12 @@ class InMemoryUnitOfWork:
     def _attach(self, a: Attempt) -> None:
         """Add ``a`` to every attempt index and counter."""
         s = self._s
-        by_recipient = s.attempts_by_recipient
-        by_recipient[a.recipient_id] = (*by_recipient.get(a.recipient_id, ()), a.id)
+        # the recipient's latest attempt (the one before it, if any, is its earlier one)
+        latest = s.latest_attempt
+        earlier = latest.get(a.recipient_id)
+        latest[a.recipient_id] = a.id
+        if earlier is not None:
+            s.earlier_attempt[a.id] = earlier
         if a.provider is not None and a.external_call_id is not None:
             s.own_call(a.provider, a.external_call_id, a.id)
         index = s.indexes.get(a.campaign_id)
@@ -1097,11 +1134,7 @@ class InMemoryUnitOfWork:
             del s.attempt_rows[a.id]
         else:
             del s.attempt_values[a.id]
-        siblings = _without(s.attempts_by_recipient[a.recipient_id], a.id)
-        if siblings:
-            s.attempts_by_recipient[a.recipient_id] = siblings
-        else:
-            del s.attempts_by_recipient[a.recipient_id]
+        s.unlink_attempt(a.recipient_id, a.id)
         if a.provider is not None and a.external_call_id is not None:
             s.disown_call(a.provider, a.external_call_id, a.id)
         index = s.indexes.get(a.campaign_id)
@@ -1289,8 +1322,25 @@ class InMemoryUnitOfWork:
     def attempts_for(self, recipient_id: str) -> list[Attempt]:
         """The recipient's attempts by number (then creation)."""
         s = self._s
-        found = list(map(s.attempt, s.attempts_by_recipient.get(recipient_id, ())))
-        if len(found) > 1 and not _in_order(found):
+        values, rows, earlier = s.attempt_values, s.attempt_rows, s.earlier_attempt
+        found: list[Attempt] = []
+        # Attempts are usually added in number order, each number once: then the walk
+        # (newest first) meets decreasing numbers, and nothing needs sorting.
+        in_order = True
+        number: int | None = None  # the number of the attempt met before
+        # each of ``s.attempt_ids(recipient_id)`` read with ``s.attempt``, inline
+        attempt_id = s.latest_attempt.get(recipient_id)
+        while attempt_id is not None:
+            a = values.get(attempt_id)
+            if a is None:
+                a = _attempt_of(rows[attempt_id])
+            if number is not None and a.number >= number:
+                in_order = False
+            number = a.number
+            found.append(a)
+            attempt_id = earlier.get(attempt_id)
+        found.reverse()
+        if not in_order:
             found.sort(key=lambda a: (a.number, _utc(a.created_at, "")))
         return found
 
@@ -1305,7 +1355,7 @@ class InMemoryUnitOfWork:
         for rid in recipient_ids:
             found = (
                 _utc(a.created_at, "")
-                for a in map(s.attempt, s.attempts_by_recipient.get(rid, ()))
+                for a in map(s.attempt, s.attempt_ids(rid))
                 if not a.test_call
             )
             starts[rid] = sorted(t for t in found if t >= since)
@@ -1399,24 +1449,6 @@ class InMemoryUnitOfWork:
         return {p for p in phones if p in listed}
 
 
-def _without(ids: tuple[str, ...], attempt_id: str) -> tuple[str, ...]:
-    """``ids`` without the first ``attempt_id`` (``ValueError`` if absent, like
-    ``list.remove``)."""
-    i = ids.index(attempt_id)
-    return ids[:i] + ids[i + 1 :]
-
-
-def _in_order(attempts: list[Attempt]) -> bool:
-    """Whether ``attempts`` are already sorted by number, each number once (the usual
-    case: attempts are added in order), so ``attempts_for`` need not sort them."""
-    previous = attempts[0].number
-    for a in attempts[1:]:
-        if a.number <= previous:
-            return False
-        previous = a.number
-    return True
-
-
 #: undo steps are ``(function, uow, ...)``, the function one of these methods: one tuple
 #: each (no bound method)
 _unsave_recipient = InMemoryUnitOfWork._unsave_recipient
@@ -1478,7 +1510,7 @@ class InMemoryRepository:
 
 class _Transaction:
     """The context manager :meth:`InMemoryRepository.transaction` returns: one per
-    repository, made once (it is entered twice per call attempt, once for a savepoint).
+    repository, made once (it is entered on every step of a run, so none is made per use).
 
     What it keeps from ``__enter__`` to ``__exit__`` (the open unit of work, where each
     open savepoint began) is read and changed only with the lock held, so the blocks
