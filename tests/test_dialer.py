@@ -21,6 +21,7 @@ from outdial import (
     AgentSettings,
     AsyncDialer,
     BusinessHours,
+    CallEnded,
     CallEvent,
     CallOutcome,
     CallPlaced,
@@ -601,6 +602,73 @@ def test_fused_event_and_dispatch_keeps_the_event_when_the_dispatch_fails() -> N
         campaign = uow.get_campaign(cid)
     assert attempt is not None and attempt.status is AttemptStatus.ENDED  # the event stayed
     assert campaign.counters.completed == 1 and campaign.counters.in_flight == 0
+
+
+def test_a_dispatch_that_fails_half_way_leaves_none_of_its_claims_and_the_event_once() -> None:
+    from outdial.dispatch import DialerCore
+
+    service, repo, clock, provider, bus, cid = setup(4, hours=None, concurrency=1)
+    core = DialerCore(repo, events=bus)
+    claims, _ = core.dispatch(clock.now())
+    core.record_placed(clock.now(), claims[0], provider.place_call(claims[0].request))
+    ended = CallEvent(
+        "simulated", CallStatus.ENDED, attempt_id=claims[0].attempt.id, outcome=CallOutcome.BUSY
+    )
+    apply_plan = core.apply_plan
+
+    def claim_then_fail(*args: Any) -> Any:
+        assert apply_plan(*args)  # the next recipient's claim is written, then:
+        raise RuntimeError("store broke")
+
+    core.apply_plan = claim_then_fail  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError, match="store broke"):
+        core.apply_event_and_dispatch(clock.now(), ended)
+    with repo.transaction() as uow:
+        attempt = uow.get_attempt(claims[0].attempt.id)
+        campaign = uow.get_campaign(cid)
+    assert attempt is not None and attempt.status is AttemptStatus.ENDED  # the event stayed
+    attempts = all_attempts(repo, all_recipients(repo, cid))
+    assert [a.id for each in attempts.values() for a in each] == [attempt.id]  # no new claim
+    assert campaign.counters.queued == campaign.counters.calling == 0
+    assert [e.attempt_id for e in bus.history if isinstance(e, CallEnded)] == [attempt.id]
+
+
+def test_an_event_that_fails_when_applied_again_after_a_failed_dispatch_stores_nothing() -> None:
+    from outdial.dispatch import DialerCore
+
+    service, repo, clock, provider, bus, cid = setup(4, hours=None, concurrency=2)
+    core = DialerCore(repo, events=bus)
+    now = clock.now()
+    claims, _ = core.dispatch(now)
+    core.record_placed(now, claims[0], provider.place_call(claims[0].request))
+    placed = [(now, claims[1], provider.place_call(claims[1].request))]
+    ended = CallEvent(
+        "simulated", CallStatus.ENDED, attempt_id=claims[0].attempt.id, outcome=CallOutcome.BUSY
+    )
+    on_event = core.engine.on_event
+    calls = []
+
+    def works_once(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) > 1:
+            raise RuntimeError("engine broke the second time")
+        return on_event(*args)
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("planner broke")
+
+    core.engine.on_event = works_once  # type: ignore[method-assign,assignment]
+    core.engine.plan = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError, match="the second time") as raised:
+        core.apply_event_and_dispatch(now, ended, placed=placed)
+    assert str(raised.value.__context__) == "planner broke"  # what failed first
+    assert len(calls) == 2 and len(placed) == 1  # nothing committed: handed back
+    with repo.transaction() as uow:
+        first = uow.get_attempt(claims[0].attempt.id)
+        second = uow.get_attempt(claims[1].attempt.id)
+    assert first is not None and first.status is AttemptStatus.PLACED
+    assert second is not None and second.status is AttemptStatus.DIALING
+    assert not [e for e in bus.history if isinstance(e, CallEnded)]
 
 
 class _CountingRepository(InMemoryRepository):

@@ -16,11 +16,13 @@ from contract.repository_contract import T0, make_campaign, make_recipient, phon
 from outdial import dispatch
 from outdial.campaign import Campaign, CampaignStatus
 from outdial.dispatch import Claim, DialerCore
-from outdial.engine import Dial, Engine, Plan
+from outdial.engine import Dial, Engine, EngineConfig, Plan
 from outdial.errors import InvalidTransition
-from outdial.ports import DialStats
+from outdial.ports import DialStats, PlacedCall
 from outdial.recipient import RECIPIENT_TRANSITIONS, Recipient, RecipientStatus
 from outdial.testing import InMemoryRepository
+
+_0 = timedelta(0)
 
 
 def test_attempt_ids_are_the_uuid4_hex_of_the_random_bytes(
@@ -237,3 +239,85 @@ def test_due_recipients_are_the_first_due_pending_in_priority_then_insertion_ord
                 else:
                     with pytest.raises(KeyError):
                         _defer_then_fail(repo, one, now + timedelta(minutes=5))
+
+
+@pytest.mark.parametrize(
+    ("confirm", "call"),
+    [
+        (timedelta(minutes=2), timedelta(hours=2)),  # the defaults
+        (timedelta(hours=3), timedelta(minutes=1)),  # the call timeout is the shorter
+        (timedelta(0), timedelta(0)),
+        (timedelta(seconds=-30), timedelta(hours=1)),
+    ],
+)
+def test_unfinished_gives_exactly_the_attempts_the_engine_would_reconcile(
+    confirm: timedelta, call: timedelta
+) -> None:
+    repo = InMemoryRepository()
+    campaign = _active(make_campaign(concurrency_limit=6))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([make_recipient(campaign, phone(n)) for n in range(6)])
+    config = EngineConfig(dial_confirm_timeout=confirm, call_timeout=call, max_dials_per_round=1)
+    core = DialerCore(repo, Engine(config), worker_id="me")
+    assert core.engine.reconcile_age() == min(confirm, call)
+    created = []
+    for k in range(6):  # one attempt every 37 s; every other one placed (the others dialing)
+        at = T0 + timedelta(seconds=37 * k)
+        (claim,), _ = core.dispatch(at)
+        if k % 2:
+            core.record_placed(at, claim, PlacedCall("fake", f"call-{k}"))
+        created.append(at)
+    # around each instant an attempt becomes old enough, to the microsecond
+    tick = timedelta(microseconds=1)
+    instants = sorted(
+        at + timeout + d for at in created for timeout in (confirm, call) for d in (-tick, _0, tick)
+    )
+    for now in instants:
+        with repo.transaction() as uow:
+            every = uow.unfinished_attempts(started_before=now)
+        expected = [a for a in every if core.engine.needs_reconcile(a, now)]
+        assert core.unfinished(now) == expected
+        # after a restart, this worker's own attempts too, whatever their age
+        assert core.unfinished(now, own_only=True) == every
+
+
+def test_no_attempt_younger_than_the_reconcile_age_needs_a_reconcile() -> None:
+    repo = InMemoryRepository()
+    campaign = _active(make_campaign(concurrency_limit=2))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([make_recipient(campaign, phone(n)) for n in range(2)])
+    core = DialerCore(repo)
+    dialing, placed = core.dispatch(T0)[0]
+    core.record_placed(T0, placed, PlacedCall("fake", "call-1"))
+    with repo.transaction() as uow:
+        attempts = [uow.get_attempt(c.attempt.id) for c in (dialing, placed)]
+    engine = core.engine
+    for timeouts in [(timedelta(minutes=2), timedelta(hours=2)), (timedelta(hours=1), _0)]:
+        engine.config = EngineConfig(dial_confirm_timeout=timeouts[0], call_timeout=timeouts[1])
+        age = engine.reconcile_age()
+        for a in attempts:
+            assert a is not None
+            assert not engine.needs_reconcile(a, T0 + age - timedelta(microseconds=1))
+        # and it is the youngest: the attempt with the shorter timeout needs one at that age
+        assert any(a is not None and engine.needs_reconcile(a, T0 + age) for a in attempts)
+
+
+@pytest.mark.parametrize("timeout", [timedelta.max, timedelta.min])
+def test_unfinished_with_timeouts_beyond_the_calendar(timeout: timedelta) -> None:
+    repo = InMemoryRepository()
+    campaign = _active(make_campaign(concurrency_limit=2))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([make_recipient(campaign, phone(n)) for n in range(2)])
+    config = EngineConfig(dial_confirm_timeout=timeout, call_timeout=timeout)
+    core = DialerCore(repo, Engine(config))
+    claims, _ = core.dispatch(T0)
+    now = T0 + timedelta(days=1)
+    found = core.unfinished(now)
+    # never (the maximum: no attempt is that old), or always (the minimum)
+    assert [a.id for a in found] == ([] if timeout > _0 else [c.attempt.id for c in claims])
+    with repo.transaction() as uow:
+        every = uow.unfinished_attempts(started_before=now)
+    assert found == [a for a in every if core.engine.needs_reconcile(a, now)]

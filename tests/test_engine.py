@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import attrs
 import pytest
 
 from outdial import engine as engine_module
+from outdial._time import local_midnight
 from outdial.calendar import BusinessHours
 from outdial.campaign import (
     AgentSettings,
@@ -316,6 +318,53 @@ def test_daily_cap_stops_dialling_until_the_next_local_day() -> None:
     plan = engine.plan(NOW, Snapshot((shot(c, [recipient(1)], dial_stats=stats),)))
     assert plan.dials == ()
     assert plan.wake_at == datetime(2026, 11, 24, 5, 0, tzinfo=UTC)  # midnight New York
+
+
+def _local_day_start(zone_name: str, now: datetime, days: int = 0) -> datetime:
+    """The start of ``now``'s local day (plus ``days``) in ``zone_name``, worked out anew."""
+    zone = ZoneInfo(zone_name)
+    return local_midnight(now.astimezone(zone).date() + timedelta(days=days), zone)
+
+
+@pytest.mark.parametrize(
+    ("zone", "start", "hours"),
+    [
+        ("America/New_York", datetime(2026, 3, 7, 12, 0, tzinfo=UTC), 60),  # DST begins
+        ("America/New_York", datetime(2026, 10, 31, 12, 0, tzinfo=UTC), 60),  # DST ends
+        ("America/Santiago", datetime(2026, 9, 4, 12, 0, tzinfo=UTC), 60),  # no midnight
+        # 2007-11-04: clocks went back from 00:01 to 23:01, so for an hour after the
+        # 4th began it was the 3rd again (a memo by interval of instants would be wrong)
+        ("America/Goose_Bay", datetime(2007, 11, 2, 12, 0, tzinfo=UTC), 72),
+        ("Asia/Kolkata", datetime(2026, 11, 22, 12, 0, tzinfo=UTC), 60),
+    ],
+)
+def test_local_day_starts_are_those_of_each_instants_own_local_day(
+    zone: str, start: datetime, hours: int
+) -> None:
+    c = campaign(timezone=zone)
+    instants = [start + timedelta(minutes=7 * i) for i in range(hours * 60 // 7)]
+    # forwards, then backwards and shuffled: what was worked out before never leaks
+    for now in [*instants, *reversed(instants), *random.Random(5).sample(instants, 200)]:
+        assert Engine.day_start(c, now) == _local_day_start(zone, now)
+        assert Engine.next_day_start(c, now) == _local_day_start(zone, now, days=1)
+
+
+def test_the_local_day_start_goes_back_a_day_where_the_clocks_did() -> None:
+    c = campaign(timezone="America/Goose_Bay")
+    midnight = datetime(2007, 11, 4, 3, 0, tzinfo=UTC)  # 00:00 on the 4th, daylight time
+    assert Engine.day_start(c, midnight + timedelta(seconds=30)) == midnight
+    again_the_3rd = midnight + timedelta(minutes=30)  # 23:29 standard time on the 3rd
+    assert Engine.day_start(c, again_the_3rd) == datetime(2007, 11, 3, 3, 0, tzinfo=UTC)
+    assert Engine.next_day_start(c, again_the_3rd) == midnight
+
+
+def test_remembered_local_day_starts_are_bounded_and_keyed_by_zone_and_day() -> None:
+    new_york, kolkata = campaign(timezone="America/New_York"), campaign(timezone="Asia/Kolkata")
+    assert Engine.day_start(new_york, NOW) != Engine.day_start(kolkata, NOW)
+    for day in range(1500):  # more days than the table keeps: it starts again when full
+        now = NOW + timedelta(days=day)
+        assert Engine.day_start(new_york, now) == _local_day_start("America/New_York", now)
+        assert len(engine_module._MIDNIGHTS) <= 1024
 
 
 def test_rolling_cap_of_a_rule_set_defers_a_fourth_call_in_florida() -> None:

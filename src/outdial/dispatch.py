@@ -16,7 +16,7 @@ import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
@@ -66,6 +66,7 @@ from outdial.templates import render
 __all__ = ["Claim", "DialerCore", "EventResult", "Placement", "build_dial_request"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 #: attempt ids made ahead, from one ``os.urandom`` read per :data:`_IDS_PER_READ` ids
@@ -560,31 +561,45 @@ class DialerCore:
 
         This is what a runner does with the last event due at an instant, so it
         saves a commit per call. The claims are committed when this returns,
-        before any provider is asked to dial. The dispatch runs in a savepoint:
-        if it raises, the event stays applied and the error is raised after the
-        commit, as with the two calls. ``placed`` are calls placed since the last
-        transaction, recorded first (:meth:`record_placements`) in the same
-        transaction, so the records come before the event as they happened; the
-        list is emptied once they are committed (also when the dispatch then
-        fails), and left as it was when nothing was committed.
+        before any provider is asked to dial. If the dispatch raises, the event
+        stays applied and the error is raised after the commit, as with the two
+        calls: the transaction (event and dispatch) is rolled back and the event
+        applied again, decided anew (a jittered retry delay is drawn again), in a
+        transaction of its own (a failed dispatch is rare; a savepoint around
+        every dispatch would cost each call more).
+        ``placed`` are calls placed since the last transaction, recorded first
+        (:meth:`record_placements`) in the same transaction, so the records come
+        before the event as they happened; the list is emptied once they are
+        committed (also when the dispatch then fails), and left as it was when
+        nothing was committed.
         Returns the event's result and, when a dispatch ran, its claims and plan.
         """
         out: list[DomainEvent] = []
         dispatched: tuple[list[Claim], Plan] | None = None
         error: BaseException | None = None
-        with self.repository.transaction(dispatch_lock=True) as uow:
-            if placed:
-                for at, claim, call in placed:
-                    self._record_placed(uow, at, claim, call, out)
-            result = self._apply(uow, now, event, out)
-            if dispatch or result.freed:
-                mark = len(out)
-                try:
-                    with self.repository.transaction(dispatch_lock=True) as inner:
-                        dispatched = self._dispatch(inner, now, out)
-                except BaseException as exc:  # the savepoint is rolled back; the event stays
-                    del out[mark:]
-                    error = exc
+        dispatching = False  # True while the dispatch runs (its error is not the event's)
+        try:
+            with self.repository.transaction(dispatch_lock=True) as uow:
+                if placed:
+                    for at, claim, call in placed:
+                        self._record_placed(uow, at, claim, call, out)
+                result = self._apply(uow, now, event, out)
+                if dispatch or result.freed:
+                    dispatching = True
+                    dispatched = self._dispatch(uow, now, out)
+                    dispatching = False
+        except BaseException as exc:
+            if not dispatching:
+                raise  # the records or the event failed (or the commit): nothing is stored
+            # everything was rolled back: the records and the event again, without the
+            # dispatch (an error here is raised instead, and nothing is stored)
+            error = exc
+            out = []
+            with self.repository.transaction() as uow:
+                if placed:
+                    for at, claim, call in placed:
+                        self._record_placed(uow, at, claim, call, out)
+                result = self._apply(uow, now, event, out)
         if placed:
             placed.clear()  # committed with the event
         self._emit(out)
@@ -594,15 +609,27 @@ class DialerCore:
 
     def unfinished(self, now: datetime, *, own_only: bool = False) -> list[Attempt]:
         """Attempts to reconcile now: old enough (or this worker's own after a restart)."""
-        with self.repository.transaction() as uow:
-            attempts = uow.unfinished_attempts(started_before=now)
+        engine = self.engine
         if own_only:
+            with self.repository.transaction() as uow:
+                attempts = uow.unfinished_attempts(started_before=now)
             return [
                 a
                 for a in attempts
-                if a.worker_id == self.worker_id or self.engine.needs_reconcile(a, now)
+                if a.worker_id == self.worker_id or engine.needs_reconcile(a, now)
             ]
-        return [a for a in attempts if self.engine.needs_reconcile(a, now)]
+        # only those old enough to need one: created at ``now - reconcile_age`` or before
+        # (the repository's bound is strict, hence a microsecond later; never after ``now``)
+        started_before = now
+        age = engine.reconcile_age()
+        if age > _MICROSECOND:
+            try:
+                started_before = now - (age - _MICROSECOND)
+            except OverflowError:  # before the first instant there is: none is that old
+                return []
+        with self.repository.transaction() as uow:
+            attempts = uow.unfinished_attempts(started_before=started_before)
+        return [a for a in attempts if engine.needs_reconcile(a, now)]
 
     def record_reconcile(
         self, now: datetime, attempt_id: str, view: CallEvent | ProviderError | None

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 _MINUTE = timedelta(seconds=60)
+_DAY = timedelta(days=1)
 _ZERO = timedelta(0)
 
 # copies of an attempt that always change the same fields (see outdial._attrs.copier)
@@ -138,6 +139,14 @@ _DELAYS: _Table[float, timedelta] = _Table(lambda seconds: timedelta(seconds=sec
 #: ``delay.total_seconds()`` of the retry delays the engine stores: recipients retried
 #: after the same delay share one float
 _SECONDS: _Table[timedelta, float] = _Table(timedelta.total_seconds)
+
+#: ``local_midnight(day, zone)`` by ``(zone, day)``: the start of a local day is asked for
+#: on every dispatch round of a paced, capped or shared campaign, and is the same all day
+#: (keyed by the day, not by an interval of instants: exact also where clocks go back
+#: across midnight and an instant after a day's start still shows the day before)
+_MIDNIGHTS: _Table[tuple[ZoneInfo, date], datetime] = _Table(
+    lambda key: local_midnight(key[1], key[0])
+)
 
 
 def _int_map(value: Mapping[str, int]) -> Mapping[str, int]:
@@ -410,14 +419,12 @@ class Engine:
     def day_start(campaign: Campaign, now: datetime) -> datetime:
         """Start of the campaign-local calendar day containing ``now`` (for the daily cap)."""
         zone = ZoneInfo(campaign.timezone)
-        local = now.astimezone(zone)
-        return local_midnight(local.date(), zone)
+        return _MIDNIGHTS[zone, now.astimezone(zone).date()]
 
     @staticmethod
     def next_day_start(campaign: Campaign, now: datetime) -> datetime:
         zone = ZoneInfo(campaign.timezone)
-        local = now.astimezone(zone)
-        return local_midnight(local.date() + timedelta(days=1), zone)
+        return _MIDNIGHTS[zone, now.astimezone(zone).date() + _DAY]
 
     def candidates_wanted(self, campaign: Campaign, capacity: int) -> int:
         """How many due recipients a runner should load for a campaign with ``capacity``:
@@ -863,13 +870,20 @@ class Engine:
         )
 
     def needs_reconcile(self, attempt: Attempt, now: datetime) -> bool:
-        """Whether an unfinished attempt is old enough to ask the provider about."""
+        """Whether an unfinished attempt is old enough to ask the provider about (never
+        one younger than :meth:`reconcile_age`)."""
         status = attempt.status
         if status is _DIALING:
             return now - attempt.created_at >= self.config.dial_confirm_timeout
         if status is _PLACED:
             return now - attempt.created_at >= self.config.call_timeout
         return False
+
+    def reconcile_age(self) -> timedelta:
+        """The age below which :meth:`needs_reconcile` is false for every attempt: a
+        runner need not even load the unfinished attempts younger than that."""
+        config = self.config
+        return min(config.dial_confirm_timeout, config.call_timeout)
 
     # -- helpers ------------------------------------------------
 
