@@ -35,6 +35,7 @@ from outdial import (
     RetryPolicy,
 )
 from outdial.dialer import RunSummary, _drops_debug
+from outdial.dispatch import Claim, DialerCore, Placement
 from outdial.errors import ProviderUnavailable, StaleClaim, StaleRead
 from outdial.ports import DialRequest, PlacedCall, SystemClock
 from outdial.recipient import AttemptStatus, RecipientStatus
@@ -578,8 +579,6 @@ def test_expiry_cancels_and_skips_what_is_pending() -> None:
 
 
 def test_fused_event_and_dispatch_keeps_the_event_when_the_dispatch_fails() -> None:
-    from outdial.dispatch import DialerCore
-
     service, repo, clock, provider, bus, cid = setup(3, hours=None, concurrency=1)
     core = DialerCore(repo)
     claims, _ = core.dispatch(clock.now())
@@ -605,8 +604,6 @@ def test_fused_event_and_dispatch_keeps_the_event_when_the_dispatch_fails() -> N
 
 
 def test_a_dispatch_that_fails_half_way_leaves_none_of_its_claims_and_the_event_once() -> None:
-    from outdial.dispatch import DialerCore
-
     service, repo, clock, provider, bus, cid = setup(4, hours=None, concurrency=1)
     core = DialerCore(repo, events=bus)
     claims, _ = core.dispatch(clock.now())
@@ -633,9 +630,11 @@ def test_a_dispatch_that_fails_half_way_leaves_none_of_its_claims_and_the_event_
     assert [e.attempt_id for e in bus.history if isinstance(e, CallEnded)] == [attempt.id]
 
 
-def test_an_event_that_fails_when_applied_again_after_a_failed_dispatch_stores_nothing() -> None:
-    from outdial.dispatch import DialerCore
-
+def _placed_and_unrecorded() -> tuple[
+    InMemoryRepository, EventBus, DialerCore, list[Claim], list[Placement], CallEvent, datetime
+]:
+    """Two calls placed at the same instant: the first recorded, the second a placement
+    not yet recorded (``placed``); ``ended`` is the first call's final event (busy)."""
     service, repo, clock, provider, bus, cid = setup(4, hours=None, concurrency=2)
     core = DialerCore(repo, events=bus)
     now = clock.now()
@@ -645,6 +644,11 @@ def test_an_event_that_fails_when_applied_again_after_a_failed_dispatch_stores_n
     ended = CallEvent(
         "simulated", CallStatus.ENDED, attempt_id=claims[0].attempt.id, outcome=CallOutcome.BUSY
     )
+    return repo, bus, core, claims, placed, ended, now
+
+
+def test_an_event_that_fails_when_applied_again_after_a_failed_dispatch_stores_nothing() -> None:
+    repo, bus, core, claims, placed, ended, now = _placed_and_unrecorded()
     on_event = core.engine.on_event
     calls = []
 
@@ -735,7 +739,6 @@ def test_a_run_stopped_early_leaves_every_placed_call_recorded() -> None:
 def test_recording_a_round_of_placements_survives_one_bad_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from outdial.dispatch import DialerCore
     from outdial.errors import RepositoryError
     from outdial.testing.memory import InMemoryUnitOfWork
 
@@ -764,17 +767,7 @@ def test_recording_a_round_of_placements_survives_one_bad_record(
 
 
 def test_placements_recorded_with_an_event_are_kept_or_handed_back_as_committed() -> None:
-    from outdial.dispatch import DialerCore
-
-    service, repo, clock, provider, bus, cid = setup(4, hours=None, concurrency=2)
-    core = DialerCore(repo, events=bus)
-    now = clock.now()
-    claims, _ = core.dispatch(now)
-    core.record_placed(now, claims[0], provider.place_call(claims[0].request))
-    placed = [(now, claims[1], provider.place_call(claims[1].request))]
-    ended = CallEvent(
-        "simulated", CallStatus.ENDED, attempt_id=claims[0].attempt.id, outcome=CallOutcome.BUSY
-    )
+    repo, bus, core, claims, placed, ended, now = _placed_and_unrecorded()
 
     def status(attempt_id: str) -> AttemptStatus:
         with repo.transaction() as uow:
