@@ -34,6 +34,7 @@ from outdial import (
     EventBus,
     RetryPolicy,
 )
+from outdial._async_face import AsyncFace
 from outdial.dialer import RunSummary, _drops_debug
 from outdial.dispatch import Claim, DialerCore, Placement
 from outdial.errors import ProviderUnavailable, StaleClaim, StaleRead
@@ -840,25 +841,6 @@ class _LosingFates(_Wrapped):
         return super().fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
 
 
-class _AsyncFace:
-    """The async face of a sync provider wrapper (for :class:`AsyncDialer`)."""
-
-    def __init__(self, inner: _LosingFates) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    async def place_call(self, request: DialRequest) -> PlacedCall:
-        return self.inner.place_call(request)
-
-    async def cancel_call(self, external_call_id: str) -> None:
-        self.inner.cancel_call(external_call_id)
-
-    async def fetch_call(
-        self, *, attempt_id: str, external_call_id: str | None
-    ) -> CallEvent | None:
-        return self.inner.fetch_call(attempt_id=attempt_id, external_call_id=external_call_id)
-
-
 @pytest.mark.parametrize("use_async", [False, True])
 def test_a_tick_reconciles_only_when_a_recheck_or_the_periodic_look_is_due(
     use_async: bool,
@@ -868,7 +850,7 @@ def test_a_tick_reconciles_only_when_a_recheck_or_the_periodic_look_is_due(
     day = timedelta(days=1)
     runner: Any
     if use_async:
-        runner = AsyncDialer(repo, _AsyncFace(source), clock=clock, reconcile_interval=day)
+        runner = AsyncDialer(repo, AsyncFace(source), clock=clock, reconcile_interval=day)
         loop = asyncio.new_event_loop()
 
         def tick() -> Any:
