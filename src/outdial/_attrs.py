@@ -47,15 +47,14 @@ from typing import Any, TypeVar
 
 import attrs
 
+from outdial._memo import Memo
+
 __all__ = ["copier", "maker", "replace", "twin_of"]
 
 T = TypeVar("T")
 
 _Copier = Callable[[Any, dict[str, Any]], Any]
 
-#: (class, names of the changed fields in call order) -> generated copier
-_COPIERS: dict[tuple[type, tuple[str, ...]], _Copier] = {}
-_MAX_COPIERS = 4096  # distinct (class, changed names) pairs; far more than the code uses
 
 #: class -> its twin, or None when the class refused the probe (see the module doc).
 #: A twin depends only on its class, which cannot change layout once created, so
@@ -172,8 +171,13 @@ def _generate(
     return _compile("copy", [*lines, "    return new"], namespace)
 
 
-def _copier(cls: type, changed: tuple[str, ...]) -> _Copier:
-    return _generate(cls, changed, positional=False)
+def _copier(key: tuple[type, tuple[str, ...]]) -> _Copier:
+    return _generate(key[0], key[1], positional=False)
+
+
+#: (class, names of the changed fields in call order) -> generated copier; at most 4,096
+#: distinct pairs, far more than the code uses
+_COPIERS: Memo[tuple[type, tuple[str, ...]], _Copier] = Memo(_copier, 4096)
 
 
 def copier(cls: type[T], *names: str) -> Callable[..., T]:
@@ -238,12 +242,5 @@ def replace(inst: T, **changes: Any) -> T:
 
     ``TypeError`` naming the fields for keywords that are not fields of ``inst``.
     """
-    key = (type(inst), tuple(changes))
-    copier = _COPIERS.get(key)
-    if copier is None:
-        copier = _copier(key[0], key[1])
-        if len(_COPIERS) >= _MAX_COPIERS:
-            _COPIERS.clear()
-        _COPIERS[key] = copier
-    new: T = copier(inst, changes)
+    new: T = _COPIERS[type(inst), tuple(changes)](inst, changes)
     return new

@@ -31,12 +31,13 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import attrs
 
 from outdial._attrs import copier, maker, replace
+from outdial._memo import Memo
 from outdial._time import local_midnight, require_aware
 from outdial.calendar import ALWAYS_OPEN, BusinessHours, Calendar
 from outdial.campaign import Campaign, CampaignAction, CampaignCounters, CampaignStatus
@@ -113,40 +114,18 @@ _OPTED_OUT = CallOutcome.OPTED_OUT
 _CALL_ENDED = CallStatus.ENDED  # ``event.status is _CALL_ENDED`` is ``event.final``
 
 
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class _Table(dict[_K, _V]):
-    """A dict that computes a missing entry with ``make(key)`` and keeps at most 1,024
-    (e.g. jittered backoffs: it is emptied when full). A key is what its entry is made
-    from, so an entry is always ``make(key)``: it can never go stale."""
-
-    def __init__(self, make: Callable[[_K], _V]) -> None:
-        super().__init__()
-        self._make = make
-
-    def __missing__(self, key: _K) -> _V:
-        if len(self) >= 1024:
-            self.clear()
-        value = self[key] = self._make(key)
-        return value
-
-
 #: ``timedelta(seconds=s)`` for the recipients' previous retry delays, which take few
 #: values (the policies' backoffs): building a timedelta costs ~10x a look-up
-_DELAYS: _Table[float, timedelta] = _Table(lambda seconds: timedelta(seconds=seconds))
+_DELAYS: Memo[float, timedelta] = Memo(lambda seconds: timedelta(seconds=seconds))
 #: ``delay.total_seconds()`` of the retry delays the engine stores: recipients retried
 #: after the same delay share one float
-_SECONDS: _Table[timedelta, float] = _Table(timedelta.total_seconds)
+_SECONDS: Memo[timedelta, float] = Memo(timedelta.total_seconds)
 
 #: ``local_midnight(day, zone)`` by ``(zone, day)``: the start of a local day is asked for
 #: on every dispatch round of a paced, capped or shared campaign, and is the same all day
 #: (keyed by the day, not by an interval of instants: exact also where clocks go back
 #: across midnight and an instant after a day's start still shows the day before)
-_MIDNIGHTS: _Table[tuple[ZoneInfo, date], datetime] = _Table(
-    lambda key: local_midnight(key[1], key[0])
-)
+_MIDNIGHTS: Memo[tuple[ZoneInfo, date], datetime] = Memo(lambda key: local_midnight(key[1], key[0]))
 
 
 def _int_map(value: Mapping[str, int]) -> Mapping[str, int]:

@@ -42,6 +42,7 @@ import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from outdial._attrs import maker
+from outdial._memo import Memo
 from outdial._time import UTC, local_midnight, require_aware, to_utc
 from outdial.errors import ConfigurationError, InvalidRetryPolicy, UnknownTimeZone
 from outdial.outcomes import DEFAULT_RETRYABLE_OUTCOMES, CallOutcome
@@ -179,19 +180,9 @@ def _between(low_us: int, high_us: int, fraction: float) -> int:
     return min(high_us, max(low_us, low_us + round((high_us - low_us) * fraction)))
 
 
-#: ``_human`` of the delays seen so far (a policy uses a handful of them)
-_HUMAN: dict[timedelta, str] = {}
-
-
 def _human(value: timedelta) -> str:
     """A short readable duration for reasons: ``30min``, ``1d 2h``, ``12.345s``."""
-    text = _HUMAN.get(value)
-    if text is None:
-        text = _human_text(value)
-        if len(_HUMAN) >= 1024:
-            _HUMAN.clear()
-        _HUMAN[value] = text
-    return text
+    return _HUMAN[value]
 
 
 def _human_text(value: timedelta) -> str:
@@ -208,6 +199,10 @@ def _human_text(value: timedelta) -> str:
         if amount:
             parts.append(f"{amount}{unit}")
     return " ".join(parts)
+
+
+#: ``_human`` of the delays seen so far (a policy uses a handful of them)
+_HUMAN: Memo[timedelta, str] = Memo(_human_text)
 
 
 def _load_zone(name: object) -> ZoneInfo:

@@ -65,6 +65,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from outdial._attrs import copier
+from outdial._memo import Memo
 from outdial._time import UTC, to_utc
 from outdial.calendar import BusinessHours
 from outdial.campaign import AgentSettings, Campaign, CampaignCounters, CampaignStatus, ScheduleType
@@ -600,29 +601,30 @@ def _changed_columns(params: Mapping[str, Any], before: Mapping[str, Any]) -> tu
 def _recipient_update(columns: tuple[str, ...], final: bool) -> sa.Update:
     """``UPDATE`` of ``columns`` as a compare-and-set on the status read (and, for a
     final recipient, the outcome read); built once per column set."""
-    key = (columns, final)
-    statement = _RECIPIENT_UPDATES.get(key)
-    if statement is None:
-        statement = (
-            sa.update(RECIPIENTS)
-            .where(
-                _R.id == _P("r_id"),
-                _R.campaign_id == _P("r_campaign_id"),
-                _R.status == _P("r_previous_status"),
-            )
-            .values({name: _P(name, type_=_R[name].type) for name in columns})
+    return _RECIPIENT_UPDATES[columns, final]
+
+
+def _build_recipient_update(key: tuple[tuple[str, ...], bool]) -> sa.Update:
+    columns, final = key
+    statement = (
+        sa.update(RECIPIENTS)
+        .where(
+            _R.id == _P("r_id"),
+            _R.campaign_id == _P("r_campaign_id"),
+            _R.status == _P("r_previous_status"),
         )
-        if final:
-            statement = statement.where(
-                _R.outcome.is_not_distinct_from(_P("r_previous_outcome", type_=_R.outcome.type))
-            )
-        if len(_RECIPIENT_UPDATES) >= _UPDATE_STATEMENTS_KEPT:
-            _RECIPIENT_UPDATES.clear()
-        _RECIPIENT_UPDATES[key] = statement
+        .values({name: _P(name, type_=_R[name].type) for name in columns})
+    )
+    if final:
+        statement = statement.where(
+            _R.outcome.is_not_distinct_from(_P("r_previous_outcome", type_=_R.outcome.type))
+        )
     return statement
 
 
-_RECIPIENT_UPDATES: dict[tuple[tuple[str, ...], bool], sa.Update] = {}
+_RECIPIENT_UPDATES: Memo[tuple[tuple[str, ...], bool], sa.Update] = Memo(
+    _build_recipient_update, _UPDATE_STATEMENTS_KEPT
+)
 _ATTEMPT_UPDATE_COLUMNS = tuple(
     _attempt_values(
         Attempt(
@@ -649,7 +651,6 @@ _UPDATE_CAMPAIGN = (
         }
     )
 )
-_COUNTER_MOVES: dict[tuple[tuple[str, ...], bool], Any] = {}
 #: counter columns in the order their moves are written, and the whole-number ones
 _COUNTER_ORDER = {name: i for i, name in enumerate((*_COUNTER_COLUMNS, "answered_seconds"))}
 _INTEGRAL = frozenset(_COUNTER_COLUMNS)
@@ -663,41 +664,42 @@ def _move_counters(deltas: tuple[str, ...], postgres: bool) -> Any:
     shard named by the ``shard`` parameter (``INSERT ... ON CONFLICT DO UPDATE``:
     the shard's row is made by the first move that lands in it).
     """
-    key = (deltas, postgres)
-    statement = _COUNTER_MOVES.get(key)
-    if statement is None:
-        types = {
-            delta: sa.Float() if delta == "d_answered_seconds" else sa.BigInteger()
-            for delta in deltas
-        }
-        if postgres:
-            insert = pg_dialect.insert(COUNTERS)
-            zero: Any = sa.literal_column("0")
-            statement = insert.values(
-                {
-                    "campaign_id": _P("c_id"),
-                    "shard": _P("shard", type_=sa.Integer()),
-                    **{
-                        name: _P(f"d_{name}", type_=types[f"d_{name}"])
-                        if f"d_{name}" in types
-                        else zero
-                        for name in (*_COUNTER_COLUMNS, "answered_seconds")
-                    },
-                }
-            ).on_conflict_do_update(
-                index_elements=[COUNTERS.c.campaign_id, COUNTERS.c.shard],
-                set_={d[2:]: COUNTERS.c[d[2:]] + insert.excluded[d[2:]] for d in deltas},
-            )
-        else:
-            statement = (
-                sa.update(COUNTERS)
-                .where(COUNTERS.c.campaign_id == _P("c_id"))
-                .values({d[2:]: COUNTERS.c[d[2:]] + _P(d, type_=types[d]) for d in deltas})
-            )
-        if len(_COUNTER_MOVES) >= _UPDATE_STATEMENTS_KEPT:
-            _COUNTER_MOVES.clear()
-        _COUNTER_MOVES[key] = statement
-    return statement
+    return _COUNTER_MOVES[deltas, postgres]
+
+
+def _build_counter_move(key: tuple[tuple[str, ...], bool]) -> Any:
+    deltas, postgres = key
+    types = {
+        delta: sa.Float() if delta == "d_answered_seconds" else sa.BigInteger() for delta in deltas
+    }
+    if postgres:
+        insert = pg_dialect.insert(COUNTERS)
+        zero: Any = sa.literal_column("0")
+        return insert.values(
+            {
+                "campaign_id": _P("c_id"),
+                "shard": _P("shard", type_=sa.Integer()),
+                **{
+                    name: _P(f"d_{name}", type_=types[f"d_{name}"])
+                    if f"d_{name}" in types
+                    else zero
+                    for name in (*_COUNTER_COLUMNS, "answered_seconds")
+                },
+            }
+        ).on_conflict_do_update(
+            index_elements=[COUNTERS.c.campaign_id, COUNTERS.c.shard],
+            set_={d[2:]: COUNTERS.c[d[2:]] + insert.excluded[d[2:]] for d in deltas},
+        )
+    return (
+        sa.update(COUNTERS)
+        .where(COUNTERS.c.campaign_id == _P("c_id"))
+        .values({d[2:]: COUNTERS.c[d[2:]] + _P(d, type_=types[d]) for d in deltas})
+    )
+
+
+_COUNTER_MOVES: Memo[tuple[tuple[str, ...], bool], Any] = Memo(
+    _build_counter_move, _UPDATE_STATEMENTS_KEPT
+)
 
 
 _ATTEMPT_BINDS = {name: _P(name, type_=_A[name].type) for name in _ATTEMPT_UPDATE_COLUMNS}
