@@ -23,9 +23,11 @@ from outdial.campaign import AgentSettings
 from outdial.errors import ConfigurationError, ProviderRejected, ProviderUnavailable
 from outdial.outcomes import CallOutcome
 from outdial.ports import CallEvent, CallStatus, DialRequest, EventSource
+from outdial.retry import RandomSource
 from outdial.simulation import (
     AsyncSimulatedProvider,
     Constant,
+    Distribution,
     LogNormal,
     SimulatedCall,
     SimulatedProvider,
@@ -367,6 +369,59 @@ def test_by_default_only_the_final_event_is_sent() -> None:
     events = drain(clock, sim)
     assert len(events) == 200
     assert all(e.final and e.sequence == 0 for e in events)
+
+
+def ringing_delays(after: Distribution, n: int = 200) -> list[float]:
+    """Seconds from placement to the ringing event of ``n`` calls that ring for 10 s."""
+    profile = SimulationProfile(
+        answer_rate=1.0,
+        voicemail_rate=0,
+        busy_rate=0,
+        failed_rate=0,
+        invalid_number_rate=0,
+        ring_seconds=Constant(10),
+        talk_seconds=Uniform(30, 90),
+        ringing_after_seconds=after,
+        progress_events=True,
+    )
+    clock, sim = provider(profile, seed=5)
+    place_all(sim, [dial(i) for i in range(n)])
+    return [
+        (occurred(e) - START).total_seconds()
+        for e in drain(clock, sim)
+        if e.status is CallStatus.RINGING
+    ]
+
+
+def test_a_constant_ringing_delay_rings_every_call_after_that_delay() -> None:
+    assert ringing_delays(Constant(2.5)) == [2.5] * 200
+    assert ringing_delays(Constant(12)) == [10.0] * 200  # never after the pick-up
+
+
+def test_a_ringing_delay_that_is_not_a_constant_is_drawn_for_each_call() -> None:
+    delays = ringing_delays(Uniform(3, 7))
+    assert len(delays) == 200
+    assert all(3 <= d <= 7 for d in delays)
+    assert len(set(delays)) > 150
+
+
+def test_a_constant_subclass_ringing_delay_is_sampled_not_read() -> None:
+    @attrs.frozen
+    class Later(Constant):
+        def sample(self, rng: RandomSource) -> float:
+            return self.value + 1
+
+    assert ringing_delays(Later(2)) == [3.0] * 200
+
+
+def test_a_constant_ringing_delay_takes_no_draw_from_the_call() -> None:
+    # a Constant draws nothing, so whatever its value the calls end the same way
+    def ends(after: float) -> list[tuple[CallOutcome, datetime]]:
+        _, sim = provider(SimulationProfile(ringing_after_seconds=Constant(after)), seed=8)
+        place_all(sim, [dial(i) for i in range(300)])
+        return [(call.outcome, call.ended_at) for call in sim.call_log()]
+
+    assert ends(1.0) == ends(4.0)
 
 
 def test_a_naive_instant_is_refused_by_due_events() -> None:

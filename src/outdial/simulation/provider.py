@@ -341,6 +341,7 @@ class _HashStream:
 
     def __init__(self, seeded: blake2b, key: bytes) -> None:
         self._seeded = seeded
+        self._words: tuple[int, ...] = ()
         self.restart(key)
         self._i = 0  # restart took the first draw: a new stream starts with it
 
@@ -352,9 +353,10 @@ class _HashStream:
         self._block = 0
         hasher = self._seeded.copy()
         hasher.update(key)
-        self._words: tuple[int, ...] = _UNPACK8(hasher.digest())
+        words: tuple[int, ...] = _UNPACK8(hasher.digest())
+        self._words = words
         self._i = 1
-        return (self._words[0] >> 11) * _U53  # random()'s draw
+        return (words[0] >> 11) * _U53  # random()'s draw
 
     def random(self) -> float:
         i = self._i
@@ -456,16 +458,17 @@ class _Calls:
 # (a heap entry lives as long as its call: tracked ones were promoted and re-scanned).
 _Entry = tuple[int, int, int, int, int]
 
-# What an outcome does: (rings, picks up, ring distribution name, talk distribution name)
-_SHAPES: Final[dict[CallOutcome, tuple[bool, bool, str, str | None]]] = {
-    CallOutcome.ANSWERED: (True, True, "ring_seconds", "talk_seconds"),
-    CallOutcome.OPTED_OUT: (True, True, "ring_seconds", "talk_seconds"),
-    CallOutcome.VOICEMAIL: (True, True, "voicemail_after_seconds", "voicemail_seconds"),
-    CallOutcome.DECLINED: (True, False, "ring_seconds", None),
-    CallOutcome.NO_ANSWER: (True, False, "no_answer_seconds", None),
-    CallOutcome.BUSY: (False, False, "fail_seconds", None),
-    CallOutcome.INVALID_NUMBER: (False, False, "fail_seconds", None),
-    CallOutcome.ERROR: (False, False, "fail_seconds", None),
+# What an outcome does: (rings, ring distribution name, talk distribution name). A call
+# picks up (a person or voicemail answers) exactly when talk time follows.
+_SHAPES: Final[dict[CallOutcome, tuple[bool, str, str | None]]] = {
+    CallOutcome.ANSWERED: (True, "ring_seconds", "talk_seconds"),
+    CallOutcome.OPTED_OUT: (True, "ring_seconds", "talk_seconds"),
+    CallOutcome.VOICEMAIL: (True, "voicemail_after_seconds", "voicemail_seconds"),
+    CallOutcome.DECLINED: (True, "ring_seconds", None),
+    CallOutcome.NO_ANSWER: (True, "no_answer_seconds", None),
+    CallOutcome.BUSY: (False, "fail_seconds", None),
+    CallOutcome.INVALID_NUMBER: (False, "fail_seconds", None),
+    CallOutcome.ERROR: (False, "fail_seconds", None),
 }
 
 _Sampler = Callable[[RandomSource], float]
@@ -525,15 +528,14 @@ class SimulatedProvider:
         self._progress = p.progress_events
         self._duplicates = p.duplicate_rate > 0
         self._reorders = p.reorder_rate > 0
+        self._final_only = not (self._progress or self._duplicates)  # one event per call
         self._ringing_after: _Sampler = p.ringing_after_seconds.sample
-        self._shapes: dict[CallOutcome, tuple[bool, bool, _Sampler, _Sampler | None]] = {
-            outcome: (
-                rings,
-                picks_up,
-                getattr(p, ring).sample,
-                getattr(p, talk).sample if talk else None,
-            )
-            for outcome, (rings, picks_up, ring, talk) in _SHAPES.items()
+        # a Constant delay (the default) draws nothing: its microseconds, once
+        after = p.ringing_after_seconds
+        self._ringing_after_us = _micros(after.value) if type(after) is Constant else None
+        self._shapes: dict[CallOutcome, tuple[bool, _Sampler, _Sampler | None]] = {
+            outcome: (rings, getattr(p, ring).sample, getattr(p, talk).sample if talk else None)
+            for outcome, (rings, ring, talk) in _SHAPES.items()
         }
 
         self._last_offset: tuple[datetime, int] = (self._base, 0)  # see _offset
@@ -879,17 +881,25 @@ class SimulatedProvider:
                 outcome = fates[number] = self._number_fate(number)
         if outcome is None:
             outcome = self._mix_outcomes[bisect_right(self._mix_thresholds, u)]
-        rings, picks_up, ring_sample, talk_sample = self._shapes[outcome]
+        rings, ring_sample, talk_sample = self._shapes[outcome]
         ring = round(ring_sample(rng) * 1_000_000)  # _micros, inline
-        talk = talk_sample(rng) if talk_sample is not None else 0.0
+        answered: int | None
+        if talk_sample is not None:  # it picks up, then talk (or a voicemail message)
+            talk = talk_sample(rng)
+            answered = now + ring
+            ended = answered + round(talk * 1_000_000)
+        else:
+            talk = 0.0
+            answered = None
+            ended = now + ring
 
         if rings:
-            after = round(self._ringing_after(rng) * 1_000_000)
+            after = self._ringing_after_us
+            if after is None:
+                after = round(self._ringing_after(rng) * 1_000_000)
             ringing: int | None = now + (ring if ring < after else after)  # min(after, ring)
         else:
             ringing = None
-        answered = now + ring if picks_up else None
-        ended = now + ring + round(talk * 1_000_000)
 
         self.calls_placed = placed = self.calls_placed + 1
         external_id = "SIM-" + str(placed).zfill(6)  # f"SIM-{placed:06d}", without a format spec
@@ -915,8 +925,8 @@ class SimulatedProvider:
             heappop(ends)
             in_flight -= 1
         self._in_flight = in_flight = in_flight + 1
-        most = self.max_concurrent
-        self.max_concurrent = in_flight if in_flight > most else most  # max(), no builtin call
+        if in_flight > self.max_concurrent:  # noqa: PLR1730 - max() would cost a builtin call
+            self.max_concurrent = in_flight
         heappush(ends, ended)
         last_end = self._last_end
         last = last_end.get(number)
@@ -931,7 +941,7 @@ class SimulatedProvider:
         # change what happens to a call, only how it is reported.
         events = self._events
         ticket = self._ticket
-        if not (self._duplicates or self._progress):
+        if self._final_only:
             heappush(events, (ended, next(ticket), _ENDED, index, 0))
             return index
         p = self.profile
