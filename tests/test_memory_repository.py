@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contract.repository_contract import (
     T0,
@@ -687,7 +689,7 @@ def test_the_inspection_views_of_the_store_hold_every_recipient_and_attempt() ->
     assert repo._store.attempts == {calls[0].id: _ended(calls[0]), calls[1].id: calls[1]}
 
 
-def test_attempts_in_flight_that_started_at_once_are_unfinished_in_the_order_last_saved() -> None:
+def test_attempts_in_flight_that_started_at_once_are_unfinished_in_the_order_added() -> None:
     repo = InMemoryRepository()
     campaign = make_campaign()
     recs = [make_recipient(campaign, phone(n)) for n in range(3)]
@@ -698,9 +700,105 @@ def test_attempts_in_flight_that_started_at_once_are_unfinished_in_the_order_las
         uow.add_recipients(recs)
         for call in [*calls, early]:
             uow.add_attempt(call)
-        uow.save_attempt(calls[0])  # saved again: now the last saved of the three
+        uow.save_attempt(attrs.evolve(calls[0], status=AttemptStatus.PLACED))  # keeps its place
         found = uow.unfinished_attempts(started_before=T0 + timedelta(seconds=1))
-    assert [a.id for a in found] == [early.id, calls[1].id, calls[2].id, calls[0].id]
+    assert [a.id for a in found] == [early.id, calls[0].id, calls[1].id, calls[2].id]
+
+
+def test_unfinished_attempts_added_in_start_order_are_found_up_to_the_bound() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    calls = [make_attempt(rec, number=n, created_at=T0 + timedelta(minutes=n)) for n in range(1, 5)]
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+        for call in calls:
+            uow.add_attempt(call)
+        uow.save_attempt(_ended(calls[1]))
+        found = uow.unfinished_attempts(started_before=T0 + timedelta(minutes=4))
+    assert [a.id for a in found] == [calls[0].id, calls[2].id]
+    assert not repo._store.late_starts  # all in start order: the early stop applies
+
+
+def test_an_attempt_added_with_an_earlier_start_is_unfinished_until_it_ends() -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    young = make_attempt(rec, number=1, created_at=T0)
+    old = make_attempt(rec, number=2, created_at=T0 - timedelta(minutes=5))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+        uow.add_attempt(young)
+        uow.add_attempt(old)  # after a younger one: found though the younger one is not
+        found = uow.unfinished_attempts(started_before=T0)
+        uow.save_attempt(_ended(old))
+        after = uow.unfinished_attempts(started_before=T0 + timedelta(seconds=1))
+    assert [a.id for a in found] == [old.id]
+    assert [a.id for a in after] == [young.id]
+    assert not repo._store.late_starts  # the late one ended: back to the early stop
+
+
+class _Boom(Exception):
+    pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "end", "reopen", "restart", "resave"]),
+            st.integers(0, 8),  # minutes after T0: a new start
+            st.integers(0, 50),  # which attempt (modulo how many there are)
+            st.booleans(),  # rolled back
+        ),
+        max_size=25,
+    ),
+    st.integers(0, 9),
+)
+def test_unfinished_attempts_are_every_attempt_in_flight_older_than_the_bound_oldest_first(
+    steps: list[tuple[str, int, int, bool]], bound: int
+) -> None:
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    rec = make_recipient(campaign, phone(1))
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+        uow.add_recipients([rec])
+    added: list[str] = []
+    for kind, minutes, which, rolled_back in steps:
+        start = T0 + timedelta(minutes=minutes)
+        try:
+            with repo.transaction() as uow:
+                if kind == "add" or not added:
+                    call = make_attempt(rec, number=len(added) + 1, created_at=start)
+                    uow.add_attempt(call)
+                    if not rolled_back:
+                        added.append(call.id)
+                else:
+                    stored = uow.get_attempt(added[which % len(added)])
+                    assert stored is not None
+                    if kind == "end":
+                        changed = _ended(stored)
+                    elif kind == "reopen":  # (an ended one back in flight)
+                        changed = attrs.evolve(stored, status=AttemptStatus.PLACED)
+                    elif kind == "restart":  # another start: detached and attached again
+                        changed = attrs.evolve(stored, created_at=start)
+                    else:  # saved again as it is, but for a field the index ignores
+                        changed = attrs.evolve(stored, last_sequence=stored.last_sequence + 1)
+                    uow.save_attempt(changed)
+                if rolled_back:
+                    raise _Boom
+        except _Boom:
+            pass
+    before = T0 + timedelta(minutes=bound)
+    with repo.transaction() as uow:
+        found = uow.unfinished_attempts(started_before=before)
+    expected = [a for a in repo._store.attempts.values() if a.in_flight and a.created_at < before]
+    assert sorted(a.id for a in found) == sorted(a.id for a in expected)
+    starts = [a.created_at for a in found]
+    assert starts == sorted(starts)
 
 
 def test_dispatchable_campaigns_carry_the_counters_of_the_moment() -> None:

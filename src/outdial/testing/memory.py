@@ -78,6 +78,7 @@ _FINAL = frozenset(status for status in RecipientStatus if status.final)
 _UNTITLED = ("", "Untitled Campaign")
 _DISPATCHABLE = frozenset({CampaignStatus.SCHEDULED, CampaignStatus.ACTIVE, CampaignStatus.PAUSED})
 _MINUTE = timedelta(seconds=60)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 #: Ready keys are ``-priority * _SPAN + seq``: integer order is (-priority, seq) order.
 _SPAN = 1 << 40
@@ -338,9 +339,16 @@ class _Store:
         self.recipient_values: dict[str, Recipient] = {}
         self.recipient_rows: dict[str, _Row] = {}
         #: Each attempt likewise: ended ones as rows, the others (in flight) as values, in
-        #: the order they were last saved (an update moves one to the end)
+        #: the order they were attached (an update keeps its place; one that comes back in
+        #: flight, or moves, is attached again at the end)
         self.attempt_values: dict[str, Attempt] = {}
         self.attempt_rows: dict[str, _Row] = {}
+        #: the latest ``created_at`` (UTC) of the attempts attached in flight so far, and
+        #: the ids of those in flight that were attached with an earlier one: while there
+        #: are none, ``attempt_values`` is in the order of their starts
+        #: (``unfinished_attempts`` stops at the first one too young)
+        self.latest_start = _NEVER
+        self.late_starts: set[str] = set()
         #: Each recipient's attempts as a chain, newest first: the id of its latest attempt,
         #: and for every attempt after its recipient's first, the id of the one before it
         #: (``attempt_ids``). Dicts of strings, which the garbage collector never tracks: a
@@ -1103,10 +1111,17 @@ class InMemoryUnitOfWork:
         if a.provider is not None and a.external_call_id is not None:
             s.own_call(a.provider, a.external_call_id, a.id)
         index = s.indexes.get(a.campaign_id)
+        created_at = a.created_at
+        if created_at.tzinfo is not UTC:
+            created_at = _utc(created_at, "attempt.created_at")
         if a.status is _ENDED:
             s.attempt_rows[a.id] = _attempt_row(a)
         else:  # a.in_flight
             s.attempt_values[a.id] = a
+            if created_at >= s.latest_start:
+                s.latest_start = created_at
+            else:
+                s.late_starts.add(a.id)
             s.in_flight_total += 1
             s.in_flight_workspace[a.workspace_id] = s.in_flight_workspace.get(a.workspace_id, 0) + 1
             if not a.test_call:
@@ -1114,9 +1129,6 @@ class InMemoryUnitOfWork:
         if index is not None and not a.test_call:
             index.counts[_ATTEMPTS] += 1  # index.add(_ATTEMPTS, 1)
             index._frozen = None
-            created_at = a.created_at
-            if created_at.tzinfo is not UTC:
-                created_at = _utc(created_at, "attempt.created_at")
             starts = index.starts
             if not starts or starts[-1] <= created_at:
                 starts.append(created_at)  # the usual case: attempts start in order
@@ -1134,6 +1146,7 @@ class InMemoryUnitOfWork:
             del s.attempt_rows[a.id]
         else:
             del s.attempt_values[a.id]
+            s.late_starts.discard(a.id)
         s.unlink_attempt(a.recipient_id, a.id)
         if a.provider is not None and a.external_call_id is not None:
             s.disown_call(a.provider, a.external_call_id, a.id)
@@ -1157,7 +1170,8 @@ class InMemoryUnitOfWork:
         campaign, recipient, workspace, start instant and test flag (every usual update):
         only what can differ between them is touched. The attempt keeps its place among
         its recipient's attempts (in the order they were added, which an update does not
-        change; ``attempts_for`` orders them by number anyway)."""
+        change; ``attempts_for`` orders them by number anyway), and one in flight before
+        and after keeps its place in ``attempt_values`` (the order attached)."""
         s = self._s
         aid = new.id
         was, now = old.status is not _ENDED, new.status is not _ENDED
@@ -1173,20 +1187,45 @@ class InMemoryUnitOfWork:
             ):
                 s.disown_call(old_provider, old_external, aid)
             if new_provider is not None and new_external is not None:
-                s.own_call(new_provider, new_external, aid)
+                # s.own_call(new_provider, new_external, aid), inline
+                calls = s.by_external.get(new_provider)
+                if calls is None:
+                    calls = s.by_external[new_provider] = {}
+                calls[new_external] = aid
         values = s.attempt_values
         if was:
-            del values[aid]  # (and back at the end if still in flight, as _attach puts it)
             if now:
-                values[aid] = new
+                values[aid] = new  # in its place: the order attached
                 return  # in flight before and after: no counter moves
+            del values[aid]
+            if s.late_starts:
+                s.late_starts.discard(aid)
             s.in_flight_total -= 1
-            _decrement(s.in_flight_workspace, new.workspace_id)
+            # _decrement(s.in_flight_workspace, new.workspace_id), inline
+            counts = s.in_flight_workspace
+            key = new.workspace_id
+            left = counts[key] - 1
+            if left:
+                counts[key] = left
+            else:
+                del counts[key]
             if not new.test_call:
-                _decrement(s.in_flight_campaign, new.campaign_id)
+                # _decrement(s.in_flight_campaign, new.campaign_id), inline
+                counts = s.in_flight_campaign
+                key = new.campaign_id
+                left = counts[key] - 1
+                if left:
+                    counts[key] = left
+                else:
+                    del counts[key]
         elif now:
             del s.attempt_rows[aid]
-            values[aid] = new
+            values[aid] = new  # attached again, at the end (as _attach would)
+            start = _start(new)
+            if start >= s.latest_start:
+                s.latest_start = start
+            else:
+                s.late_starts.add(aid)
             s.in_flight_total += 1
             s.in_flight_workspace[new.workspace_id] = (
                 s.in_flight_workspace.get(new.workspace_id, 0) + 1
@@ -1299,7 +1338,11 @@ class InMemoryUnitOfWork:
             if external is not None and (
                 external is not stored.external_call_id or attempt.provider is not stored.provider
             ):
-                self._check_external(attempt)
+                # self._check_external(attempt), inline up to its error: a new call id
+                # (no provider: none is indexed under None, so no owner is found)
+                owner = s.by_external.get(attempt.provider, _NO_CALLS).get(external)  # type: ignore[arg-type]
+                if owner is not None and owner != attempt.id:
+                    self._check_external(attempt)  # raises
             self._swap(stored, attempt)
             self._journal.append((_swap, self, attempt, stored))
             return
@@ -1406,8 +1449,20 @@ class InMemoryUnitOfWork:
         first."""
         s = self._s
         started_before = _utc(started_before, "started_before")
-        found = [a for a in s.attempt_values.values() if _start(a) < started_before]
-        found.sort(key=_start)
+        if s.late_starts:  # some were attached out of start order: look at every one
+            found = [a for a in s.attempt_values.values() if _start(a) < started_before]
+            found.sort(key=_start)
+            return found
+        # in the order attached, which is the order of their starts: up to the first one
+        # that started too late (``_start``, inline)
+        found = []
+        for a in s.attempt_values.values():
+            at = a.created_at
+            if at.tzinfo is not UTC:
+                at = _utc(at, "attempt.created_at")
+            if at >= started_before:
+                break
+            found.append(a)
         return found
 
     # -- suppression ------------------------------------------------------------------
@@ -1454,6 +1509,8 @@ class InMemoryUnitOfWork:
 _unsave_recipient = InMemoryUnitOfWork._unsave_recipient
 _swap = InMemoryUnitOfWork._swap
 _detach = InMemoryUnitOfWork._detach
+#: a unit of work with no slot set yet (see ``_Transaction.__enter__``)
+_new_unit_of_work = object.__new__
 
 
 def _undo_to(journal: list[_Undo], mark: int) -> None:
@@ -1530,7 +1587,11 @@ class _Transaction:
         self._lock.acquire()
         uow = self._uow
         if uow is None:  # the outermost block (the lock is this thread's alone)
-            uow = self._uow = InMemoryUnitOfWork(self._store, [])
+            # InMemoryUnitOfWork(self._store, []) without the class call, which runs
+            # ``__init__`` from C (the interpreter's slower call path): its two slots set
+            uow = self._uow = _new_unit_of_work(InMemoryUnitOfWork)
+            uow._s = self._store
+            uow._journal = []
         else:  # a savepoint: undo down to this mark on an exception
             self._marks.append(len(uow._journal))
         return uow
