@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,7 +38,7 @@ from outdial.recipient import (
     Recipient,
     RecipientStatus,
 )
-from outdial.retry import Fixed, RandomSource, RetryAt, RetryPolicy
+from outdial.retry import Final, Fixed, RandomSource, RetryAt, RetryPolicy
 
 UTC = timezone.utc
 # Monday 2026-11-23 15:00 UTC = 10:00 in New York
@@ -729,3 +729,75 @@ def test_a_retry_moves_a_recipient_only_where_the_table_allows(status: Recipient
     else:
         with pytest.raises(InvalidTransition):
             engine._retry_or_final(NOW, c, a, r, retry, CallOutcome.BUSY)
+
+
+@pytest.mark.parametrize("status", list(RecipientStatus))
+def test_a_final_result_moves_a_recipient_only_where_the_table_allows(
+    status: RecipientStatus,
+) -> None:
+    c = campaign()
+    r = recipient(1, status=status, attempts=1)
+    a = Attempt("a1", "c1", "r1", "w1", 1, r.phone, NOW - timedelta(minutes=3))
+    final = Final(RecipientStatus.FAILED, CallOutcome.BUSY, "max attempts")
+    engine = Engine()
+    if (status, RecipientStatus.FAILED) in RECIPIENT_TRANSITIONS:
+        decision = engine._retry_or_final(NOW, c, a, r, final, CallOutcome.BUSY)
+        assert decision.recipient is not None
+        assert decision.recipient.status is RecipientStatus.FAILED
+        assert decision.recipient.outcome is CallOutcome.BUSY
+        assert decision.retry_at is None and decision.reason == "max attempts"
+    else:
+        with pytest.raises(InvalidTransition):
+            engine._retry_or_final(NOW, c, a, r, final, CallOutcome.BUSY)
+
+
+def test_a_retry_in_a_finished_campaign_skips_the_recipient_and_keeps_what_was_not_given() -> None:
+    c = campaign(status=CampaignStatus.CANCELLED)
+    r = recipient(
+        1,
+        status=RecipientStatus.CALLING,
+        attempts=2,
+        outcome=CallOutcome.BUSY,
+        duration_seconds=4.0,
+    )
+    a = Attempt("a1", "c1", "r1", "w1", 2, r.phone, NOW - timedelta(minutes=3))
+    retry = RetryAt(NOW + timedelta(minutes=10), timedelta(minutes=10), "provider refused")
+    # a call that was never placed: no outcome, no duration, and the attempt not counted
+    decision = Engine()._retry_or_final(NOW, c, a, r, retry, None, counted=False)
+    assert decision.recipient is not None
+    assert decision.recipient.status is RecipientStatus.SKIPPED
+    assert decision.recipient.outcome is CallOutcome.BUSY  # the recipient's, kept
+    assert decision.recipient.duration_seconds == 4.0
+    assert decision.recipient.attempts == 1
+    assert decision.recipient.next_attempt_at is None
+    assert decision.retry_at is None and decision.reason == "campaign cancelled"
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that does not know its offset: datetimes carrying it are naive."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "zone", [UTC, ZoneInfo("America/New_York"), timezone(timedelta(hours=2)), ZoneInfo("UTC")]
+)
+def test_a_call_at_any_hour_is_planned_alike_at_the_same_instant_in_any_zone(zone: tzinfo) -> None:
+    rs = [recipient(i) for i in range(3)]
+    in_utc = Engine().plan(NOW, Snapshot((shot(campaign(), rs),)))
+    elsewhere = Engine().plan(NOW.astimezone(zone), Snapshot((shot(campaign(), rs),)))
+    assert [d.recipient.id for d in elsewhere.dials] == [d.recipient.id for d in in_utc.dials]
+    assert len(in_utc.dials) == 3
+
+
+def test_an_instant_whose_zone_has_no_offset_is_refused_like_a_naive_one() -> None:
+    unknown = NOW.replace(tzinfo=_NoOffset())
+    with pytest.raises(NaiveDatetimeError):
+        Engine().plan(unknown, Snapshot((shot(campaign(), [recipient(1)]),)))

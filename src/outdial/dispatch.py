@@ -586,7 +586,9 @@ class DialerCore:
                 result = self._apply(uow, now, event, out)
                 if dispatch or result.freed:
                     dispatching = True
-                    dispatched = self._dispatch(uow, now, out)
+                    # self._dispatch(uow, now, out), inline (once per call)
+                    plan = self.engine.plan(now, self.load_snapshot(uow, now))
+                    dispatched = self.apply_plan(uow, plan, now, out), plan
                     dispatching = False
         except BaseException as exc:
             if not dispatching:
@@ -602,7 +604,8 @@ class DialerCore:
                 result = self._apply(uow, now, event, out)
         if placed:
             placed.clear()  # committed with the event
-        self._emit(out)
+        if self.events is not None:  # self._emit(out), without the call when there is no sink
+            self._emit(out)
         if error is not None:
             raise error
         return result, dispatched

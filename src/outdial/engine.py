@@ -38,7 +38,7 @@ import attrs
 
 from outdial._attrs import copier, maker, replace
 from outdial._memo import Memo
-from outdial._time import local_midnight, require_aware
+from outdial._time import UTC, local_midnight, require_aware
 from outdial.calendar import ALWAYS_OPEN, BusinessHours, Calendar
 from outdial.campaign import Campaign, CampaignAction, CampaignCounters, CampaignStatus
 from outdial.compliance import RuleSet, get_rule_set
@@ -50,7 +50,14 @@ from outdial.errors import (
 )
 from outdial.outcomes import CallOutcome
 from outdial.ports import CallEvent, CallStatus, DialStats, InFlightCounts, PlacedCall
-from outdial.recipient import Attempt, AttemptStatus, Recipient, RecipientStatus, check_move
+from outdial.recipient import (
+    RECIPIENT_TRANSITIONS,
+    Attempt,
+    AttemptStatus,
+    Recipient,
+    RecipientStatus,
+    check_move,
+)
 from outdial.retry import Final, RandomSource, RetryAt, RetryDecision, land_in_window
 
 __all__ = [
@@ -434,9 +441,12 @@ class Engine:
             return False
         if loaded < wanted:
             return True
+        config = self.config
+        # config.workspace_limit(campaign.workspace_id), inline (it is asked every round)
         return (
-            self.config.global_limit is not None
-            or self.config.workspace_limit(campaign.workspace_id) is not None
+            config.global_limit is not None
+            or config.workspace_limits.get(campaign.workspace_id, config.default_workspace_limit)
+            is not None
         )
 
     @staticmethod
@@ -480,7 +490,10 @@ class Engine:
                     wakes.append(start)
                 continue
             counters = cs.counters
-            if (c.counters if counters is None else counters).remaining == 0:
+            if counters is None:
+                counters = c.counters
+            # counters.remaining == 0, inline (a property call every round)
+            if counters.pending + counters.queued + counters.calling == 0:
                 transitions.append(
                     CampaignTransition(c.id, CampaignAction.COMPLETE, "nothing left to dial")
                 )
@@ -550,7 +563,8 @@ class Engine:
         """:meth:`_allocate_fair` for one campaign: dial it until its capacity, its
         workspace limit or the global limit is spent (the same dials, without queues)."""
         ws = cur.campaign.workspace_id
-        limit = self.config.workspace_limit(ws)
+        config = self.config
+        limit = config.workspace_limits.get(ws, config.default_workspace_limit)  # workspace_limit
         free = None if limit is None else limit - inflight.by_workspace.get(ws, 0)
         while (global_free is None or global_free > 0) and (free is None or free > 0):
             dial = cur.next_dial()
@@ -892,32 +906,32 @@ class Engine:
         error: str | None = None,
     ) -> ResultDecision:
         attempts = recipient.attempts if counted else max(0, recipient.attempts - 1)
-        if isinstance(decision, RetryAt) and campaign.status in _FINAL_CAMPAIGN:
-            decision = Final(RecipientStatus.SKIPPED, outcome, f"campaign {campaign.status.value}")
         # fields not given keep the recipient's value (what moved_to would leave alone)
-        if outcome is None:
-            outcome = recipient.outcome
+        kept_outcome = recipient.outcome if outcome is None else outcome
         if duration is None:
             duration = recipient.duration_seconds
         if isinstance(decision, RetryAt):
-            if recipient.status is not _CALLING:  # calling -> pending: the table allows it
-                check_move(recipient, _PENDING)
-            new = _settled_recipient(
-                recipient,
-                _PENDING,
-                decision.at,
-                _SECONDS[decision.delay],
-                attempts,
-                now,
-                error,
-                outcome,
-                duration,
-            )
-            return _settled(_APPLIED, attempt, new, decision.at, decision.reason)
+            if campaign.status not in _FINAL_CAMPAIGN:
+                if recipient.status is not _CALLING:  # calling -> pending: the table allows it
+                    check_move(recipient, _PENDING)
+                new = _settled_recipient(
+                    recipient,
+                    _PENDING,
+                    decision.at,
+                    _SECONDS[decision.delay],
+                    attempts,
+                    now,
+                    error,
+                    kept_outcome,
+                    duration,
+                )
+                return _settled(_APPLIED, attempt, new, decision.at, decision.reason)
+            decision = Final(RecipientStatus.SKIPPED, outcome, f"campaign {campaign.status.value}")
         status = decision.status
         if status is _PENDING:  # defensive: a final decision is final
             status = RecipientStatus.FAILED
-        check_move(recipient, status)
+        if (recipient.status, status) not in RECIPIENT_TRANSITIONS:
+            check_move(recipient, status)  # raises InvalidTransition
         new = _settled_recipient(
             recipient,
             status,
@@ -926,7 +940,7 @@ class Engine:
             attempts,
             now,
             error,
-            outcome,
+            kept_outcome,
             duration,
         )
         return _settled(_APPLIED, attempt, new, None, decision.reason)
@@ -977,7 +991,8 @@ class _CampaignCursor:
                 self.skips.append(Skip(recipient, f"no permitted window: {exc.reason}"))
                 continue
             if calendar is ALWAYS_OPEN:
-                require_aware(now, "BusinessHours.is_open")  # what is_open would check
+                if now.tzinfo is not UTC:  # an instant in UTC is aware
+                    require_aware(now, "BusinessHours.is_open")  # what is_open would check
             elif not calendar.is_open(now):
                 opens = calendar.next_open(now)
                 if opens is None:
