@@ -60,6 +60,24 @@ def provider(
     return clock, SimulatedProvider(clock, profile, seed=seed)
 
 
+def answering_profile(
+    talk: Distribution | None = None, ringing_after: Distribution | None = None
+) -> SimulationProfile:
+    """Every call rings (``ringing`` after ``ringing_after``, 2 s by default), is picked up
+    after 10 s and talks for ``talk`` (100 s by default), with progress events."""
+    return SimulationProfile(
+        answer_rate=1.0,
+        voicemail_rate=0,
+        busy_rate=0,
+        failed_rate=0,
+        invalid_number_rate=0,
+        ring_seconds=Constant(10),
+        talk_seconds=Constant(100) if talk is None else talk,
+        ringing_after_seconds=Constant(2) if ringing_after is None else ringing_after,
+        progress_events=True,
+    )
+
+
 def drain(clock: VirtualClock, sim: SimulatedProvider) -> list[CallEvent]:
     """Advance the clock event by event and collect everything delivered."""
     events: list[CallEvent] = []
@@ -333,17 +351,7 @@ def test_durations_are_talk_time_for_connected_calls_and_zero_otherwise() -> Non
 
 
 def test_due_events_hands_out_only_what_is_due_and_next_event_at_is_the_earliest() -> None:
-    profile = SimulationProfile(
-        answer_rate=1.0,
-        voicemail_rate=0,
-        busy_rate=0,
-        failed_rate=0,
-        invalid_number_rate=0,
-        ring_seconds=Constant(10),
-        talk_seconds=Constant(50),
-        ringing_after_seconds=Constant(2),
-        progress_events=True,
-    )
+    profile = answering_profile(Constant(50))
     _clock, sim = provider(profile)
     assert sim.next_event_at() is None
     sim.place_call(dial(1))
@@ -373,17 +381,7 @@ def test_by_default_only_the_final_event_is_sent() -> None:
 
 def ringing_delays(after: Distribution, n: int = 200) -> list[float]:
     """Seconds from placement to the ringing event of ``n`` calls that ring for 10 s."""
-    profile = SimulationProfile(
-        answer_rate=1.0,
-        voicemail_rate=0,
-        busy_rate=0,
-        failed_rate=0,
-        invalid_number_rate=0,
-        ring_seconds=Constant(10),
-        talk_seconds=Uniform(30, 90),
-        ringing_after_seconds=after,
-        progress_events=True,
-    )
+    profile = answering_profile(Uniform(30, 90), after)
     clock, sim = provider(profile, seed=5)
     place_all(sim, [dial(i) for i in range(n)])
     return [
@@ -434,17 +432,7 @@ def test_a_naive_instant_is_refused_by_due_events() -> None:
 
 
 def test_fetch_call_follows_the_call_from_queued_to_its_final_event() -> None:
-    profile = SimulationProfile(
-        answer_rate=1.0,
-        voicemail_rate=0,
-        busy_rate=0,
-        failed_rate=0,
-        invalid_number_rate=0,
-        ring_seconds=Constant(10),
-        talk_seconds=Constant(50),
-        ringing_after_seconds=Constant(2),
-        progress_events=True,
-    )
+    profile = answering_profile(Constant(50))
     clock, sim = provider(profile)
     placed = sim.place_call(dial(1))
     ext = placed.external_call_id
@@ -584,20 +572,6 @@ def test_fault_rates_over_one_are_refused() -> None:
 
 
 # -- cancel -------------------------------------------------------------------------------------
-
-
-def answering_profile() -> SimulationProfile:
-    return SimulationProfile(
-        answer_rate=1.0,
-        voicemail_rate=0,
-        busy_rate=0,
-        failed_rate=0,
-        invalid_number_rate=0,
-        ring_seconds=Constant(10),
-        talk_seconds=Constant(100),
-        ringing_after_seconds=Constant(2),
-        progress_events=True,
-    )
 
 
 def test_cancel_ends_a_call_now_with_a_non_retryable_error() -> None:
