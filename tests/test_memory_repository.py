@@ -7,7 +7,7 @@ import heapq
 import threading
 import weakref
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -799,6 +799,116 @@ def test_unfinished_attempts_are_every_attempt_in_flight_older_than_the_bound_ol
     assert sorted(a.id for a in found) == sorted(a.id for a in expected)
     starts = [a.created_at for a in found]
     assert starts == sorted(starts)
+
+
+_Step = tuple[str, list[tuple[int, int | None]], int, int, int, bool]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "change", "claim", "look", "retry", "finish"]),
+            st.lists(  # an added batch: priority, due minutes after T0 (None: due now)
+                st.tuples(
+                    st.sampled_from([0, 0, 0, 1, 2]), st.sampled_from([None, None, 0, 9, 18])
+                ),
+                min_size=1,
+                max_size=4,
+            ),
+            st.integers(0, 50),  # which recipient (modulo how many there are)
+            st.integers(0, 20),  # minutes after T0: ``now``
+            st.integers(1, 4),  # limit
+            st.booleans(),  # rolled back
+        ),
+        max_size=20,
+    )
+)
+def test_due_recipients_are_the_pending_ones_due_by_priority_then_seq(
+    steps: list[_Step],
+) -> None:
+    # A reference: the recipients as they should be stored; due_recipients must be its
+    # pending ones that are due, by priority then seq, whatever entries the queue holds
+    # (stale, duplicated, left by a rolled-back block, looked at by an earlier ``now``).
+    repo = InMemoryRepository()
+    campaign = make_campaign()
+    with repo.transaction() as uow:
+        uow.add_campaign(campaign)
+    stored: dict[str, Recipient] = {}
+    made = 0
+
+    def expected(now: datetime, limit: int) -> list[Recipient]:
+        due = [
+            r
+            for r in stored.values()
+            if r.status is RecipientStatus.PENDING
+            and (r.next_attempt_at is None or r.next_attempt_at <= now)
+        ]
+        return sorted(due, key=lambda r: (-r.priority, r.seq))[:limit]
+
+    for kind, batch, which, minutes, limit, rolled_back in steps:
+        now = T0 + timedelta(minutes=minutes)
+        ids = sorted(stored)
+        changed: dict[str, Recipient] = {}
+        try:
+            with repo.transaction() as uow:
+                if kind == "add" or not ids:
+                    new: list[Recipient] = []
+                    for priority, due_minutes in batch:
+                        made += 1
+                        due = None if due_minutes is None else T0 + timedelta(minutes=due_minutes)
+                        new.append(
+                            make_recipient(
+                                campaign, phone(made), priority=priority, next_attempt_at=due
+                            )
+                        )
+                    uow.add_recipients(new)
+                    changed = {r.id: uow.get_recipient(r.id) for r in new}
+                elif kind in ("claim", "look"):
+                    found = uow.due_recipients(campaign.id, now, limit)
+                    assert found == expected(now, limit)
+                    if kind == "claim" and found:
+                        first = found[0]
+                        claimed = first.moved_to(RecipientStatus.QUEUED, attempts=1)
+                        uow.save_recipient(claimed, first)
+                        changed = {first.id: claimed}
+                else:
+                    rec = stored[ids[which % len(ids)]]
+                    if kind == "change" and rec.status is RecipientStatus.PENDING:
+                        new_rec = attrs.evolve(  # a new priority or due time, or both
+                            rec,
+                            priority=which % 3 if which % 2 else rec.priority,
+                            next_attempt_at=None
+                            if minutes % 3 == 0
+                            else now + timedelta(minutes=which % 7),
+                        )
+                    elif kind == "retry" and rec.status is RecipientStatus.QUEUED:
+                        new_rec = rec.moved_to(
+                            RecipientStatus.PENDING, next_attempt_at=now + timedelta(minutes=2)
+                        )
+                    elif kind == "finish" and rec.status is RecipientStatus.QUEUED:
+                        new_rec = rec.moved_to(RecipientStatus.COMPLETED)
+                    else:
+                        new_rec = rec
+                    uow.save_recipient(new_rec, rec)
+                    changed = {rec.id: new_rec}
+                if rolled_back:
+                    raise _Boom
+        except _Boom:
+            changed = {}
+        stored.update(changed)
+        with repo.transaction() as uow:
+            # now, then an earlier or later one (another worker's clock)
+            for at in (now, T0 + timedelta(minutes=9), now + timedelta(minutes=1)):
+                assert uow.due_recipients(campaign.id, at, limit) == expected(at, limit)
+                later = [
+                    r.next_attempt_at
+                    for r in stored.values()
+                    if r.status is RecipientStatus.PENDING
+                    and r.next_attempt_at is not None
+                    and r.next_attempt_at > at
+                ]
+                assert uow.next_due_at(campaign.id, at) == min(later, default=None)
 
 
 def test_dispatchable_campaigns_carry_the_counters_of_the_moment() -> None:
