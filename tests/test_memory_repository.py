@@ -760,12 +760,7 @@ class _Boom(Exception):
 def test_unfinished_attempts_are_every_attempt_in_flight_older_than_the_bound_oldest_first(
     steps: list[tuple[str, int, int, bool]], bound: int
 ) -> None:
-    repo = InMemoryRepository()
-    campaign = make_campaign()
-    rec = make_recipient(campaign, phone(1))
-    with repo.transaction() as uow:
-        uow.add_campaign(campaign)
-        uow.add_recipients([rec])
+    repo, _campaign, rec = _one_recipient()
     added: list[str] = []
     for kind, minutes, which, rolled_back in steps:
         start = T0 + timedelta(minutes=minutes)
