@@ -1339,8 +1339,13 @@ class InMemoryUnitOfWork:
                 external is not stored.external_call_id or attempt.provider is not stored.provider
             ):
                 # self._check_external(attempt), inline up to its error: a new call id
-                # (no provider: none is indexed under None, so no owner is found)
-                owner = s.by_external.get(attempt.provider, _NO_CALLS).get(external)  # type: ignore[arg-type]
+                # (a call id without a provider is never indexed, so it has no owner)
+                provider = attempt.provider
+                owner = (
+                    None
+                    if provider is None
+                    else s.by_external.get(provider, _NO_CALLS).get(external)
+                )
                 if owner is not None and owner != attempt.id:
                     self._check_external(attempt)  # raises
             self._swap(stored, attempt)
