@@ -385,6 +385,14 @@ class _Store:
         if calls is not None and calls.get(external_call_id) == attempt_id:
             del calls[external_call_id]
 
+    def track_start(self, attempt_id: str, start: datetime) -> None:
+        """Keep ``latest_start`` and ``late_starts`` true for an attempt just attached in
+        flight (at the end of ``attempt_values``) that started at ``start`` (UTC)."""
+        if start >= self.latest_start:
+            self.latest_start = start
+        else:
+            self.late_starts.add(attempt_id)
+
     def unlink_attempt(self, recipient_id: str, attempt_id: str) -> None:
         """Take ``attempt_id`` out of the recipient's attempts (``_attach`` links one in as
         the latest; ``KeyError`` if it is not one of them)."""
@@ -1118,10 +1126,7 @@ class InMemoryUnitOfWork:
             s.attempt_rows[a.id] = _attempt_row(a)
         else:  # a.in_flight
             s.attempt_values[a.id] = a
-            if created_at >= s.latest_start:
-                s.latest_start = created_at
-            else:
-                s.late_starts.add(a.id)
+            s.track_start(a.id, created_at)
             s.in_flight_total += 1
             s.in_flight_workspace[a.workspace_id] = s.in_flight_workspace.get(a.workspace_id, 0) + 1
             if not a.test_call:
@@ -1201,31 +1206,13 @@ class InMemoryUnitOfWork:
             if s.late_starts:
                 s.late_starts.discard(aid)
             s.in_flight_total -= 1
-            # _decrement(s.in_flight_workspace, new.workspace_id), inline
-            counts = s.in_flight_workspace
-            key = new.workspace_id
-            left = counts[key] - 1
-            if left:
-                counts[key] = left
-            else:
-                del counts[key]
+            _decrement(s.in_flight_workspace, new.workspace_id)
             if not new.test_call:
-                # _decrement(s.in_flight_campaign, new.campaign_id), inline
-                counts = s.in_flight_campaign
-                key = new.campaign_id
-                left = counts[key] - 1
-                if left:
-                    counts[key] = left
-                else:
-                    del counts[key]
+                _decrement(s.in_flight_campaign, new.campaign_id)
         elif now:
             del s.attempt_rows[aid]
             values[aid] = new  # attached again, at the end (as _attach would)
-            start = _start(new)
-            if start >= s.latest_start:
-                s.latest_start = start
-            else:
-                s.late_starts.add(aid)
+            s.track_start(aid, _start(new))
             s.in_flight_total += 1
             s.in_flight_workspace[new.workspace_id] = (
                 s.in_flight_workspace.get(new.workspace_id, 0) + 1
