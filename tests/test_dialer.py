@@ -579,16 +579,25 @@ def test_expiry_cancels_and_skips_what_is_pending() -> None:
     assert all(r.status is not RecipientStatus.PENDING for r in all_recipients(repo, cid))
 
 
-def test_fused_event_and_dispatch_keeps_the_event_when_the_dispatch_fails() -> None:
-    service, repo, clock, provider, bus, cid = setup(3, hours=None, concurrency=1)
-    core = DialerCore(repo)
+def _first_call_and_its_end(
+    n: int, outcome: CallOutcome, *, events: bool = False
+) -> tuple[InMemoryRepository, VirtualClock, EventBus, DialerCore, str, str, CallEvent]:
+    """A campaign of ``n`` recipients dialled one at a time, its first call placed and
+    recorded: the repository, clock, bus, core (emitting to the bus when ``events``),
+    campaign id, the call's attempt id, and the event that ends it with ``outcome``."""
+    service, repo, clock, provider, bus, cid = setup(n, hours=None, concurrency=1)
+    core = DialerCore(repo, events=bus if events else None)
     claims, _ = core.dispatch(clock.now())
     core.record_placed(clock.now(), claims[0], provider.place_call(claims[0].request))
     ended = CallEvent(
-        "simulated",
-        CallStatus.ENDED,
-        attempt_id=claims[0].attempt.id,
-        outcome=CallOutcome.ANSWERED,
+        "simulated", CallStatus.ENDED, attempt_id=claims[0].attempt.id, outcome=outcome
+    )
+    return repo, clock, bus, core, cid, claims[0].attempt.id, ended
+
+
+def test_fused_event_and_dispatch_keeps_the_event_when_the_dispatch_fails() -> None:
+    repo, clock, _bus, core, cid, attempt_id, ended = _first_call_and_its_end(
+        3, CallOutcome.ANSWERED
     )
 
     def boom(now: datetime, snapshot: object) -> object:
@@ -598,19 +607,15 @@ def test_fused_event_and_dispatch_keeps_the_event_when_the_dispatch_fails() -> N
     with pytest.raises(RuntimeError, match="planner broke"):
         core.apply_event_and_dispatch(clock.now(), ended)
     with repo.transaction() as uow:
-        attempt = uow.get_attempt(claims[0].attempt.id)
+        attempt = uow.get_attempt(attempt_id)
         campaign = uow.get_campaign(cid)
     assert attempt is not None and attempt.status is AttemptStatus.ENDED  # the event stayed
     assert campaign.counters.completed == 1 and campaign.counters.in_flight == 0
 
 
 def test_a_dispatch_that_fails_half_way_leaves_none_of_its_claims_and_the_event_once() -> None:
-    service, repo, clock, provider, bus, cid = setup(4, hours=None, concurrency=1)
-    core = DialerCore(repo, events=bus)
-    claims, _ = core.dispatch(clock.now())
-    core.record_placed(clock.now(), claims[0], provider.place_call(claims[0].request))
-    ended = CallEvent(
-        "simulated", CallStatus.ENDED, attempt_id=claims[0].attempt.id, outcome=CallOutcome.BUSY
+    repo, clock, bus, core, cid, attempt_id, ended = _first_call_and_its_end(
+        4, CallOutcome.BUSY, events=True
     )
     apply_plan = core.apply_plan
 
@@ -622,7 +627,7 @@ def test_a_dispatch_that_fails_half_way_leaves_none_of_its_claims_and_the_event_
     with pytest.raises(RuntimeError, match="store broke"):
         core.apply_event_and_dispatch(clock.now(), ended)
     with repo.transaction() as uow:
-        attempt = uow.get_attempt(claims[0].attempt.id)
+        attempt = uow.get_attempt(attempt_id)
         campaign = uow.get_campaign(cid)
     assert attempt is not None and attempt.status is AttemptStatus.ENDED  # the event stayed
     attempts = all_attempts(repo, all_recipients(repo, cid))
